@@ -1,0 +1,4 @@
+"""S4Rec (Wei et al., WWW 2024) and companion models as a RecBole 1.2.1 plugin."""
+from s4rec_recbole import compat  # noqa: F401  (must run before anything else imports RecBole models)
+
+__version__ = "0.1.0"

@@ -1,0 +1,124 @@
+"""RecBole configuration with the project's YAML files, strict key checking and no argv parsing.
+
+Precedence (lowest first), as RecBole's: RecBole's own defaults < ``properties/overall.yaml`` <
+``properties/model/<model>.yaml`` < ``properties/dataset/<dataset>.yaml`` < user config files <
+``config_dict`` (the runner's ``--key=value`` overrides).
+"""
+import ast
+from pathlib import Path
+
+import yaml
+from recbole.config import Config
+from recbole.utils import argument_list
+
+PROPERTIES = Path(__file__).resolve().parents[1] / "properties"
+DATASET_DIR = Path(__file__).resolve().parents[1] / "dataset"
+
+# Keys that the project adds to RecBole's (each is documented in properties/overall.yaml).
+PROJECT_KEYS = {"mask_history", "head_ratio"}
+
+
+class ConfigError(ValueError):
+    """A configuration key or value that cannot be used; the message says what is accepted."""
+
+
+def parse_value(text: str):
+    """Turn a command-line string into a Python value: literals, true/false/none, else the string."""
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null", "~"):
+        return None
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def read_yaml(path) -> dict:
+    """Read a YAML mapping with RecBole's loader (which reads ``1e-3`` as a float)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path}: no such file")
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            data = yaml.load(f.read(), Loader=Config._build_yaml_loader(None))
+    except yaml.YAMLError as e:
+        first = str(e).splitlines()[0] if str(e) else "syntax error"
+        raise ConfigError(f"config file {path}: not valid YAML ({first})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path}: expected a mapping of key: value, got {type(data).__name__}")
+    return data
+
+
+def project_files(model_name: str, dataset: str):
+    """The project's YAML files that apply to ``model_name`` on ``dataset``, lowest precedence first."""
+    files = [PROPERTIES / "overall.yaml", PROPERTIES / "model" / f"{model_name}.yaml",
+             PROPERTIES / "dataset" / f"{dataset}.yaml"]
+    return [f for f in files if f.is_file()]
+
+
+class S4RecConfig(Config):
+    """:class:`recbole.config.Config` fed by the project's files; unknown keys are an error.
+
+    Args:
+        model: model class (plugin) or RecBole model name.
+        dataset: dataset name.
+        config_file_list: user YAML files, applied after the project's own.
+        config_dict: overrides, applied last.
+    """
+
+    def __init__(self, model, dataset, config_file_list=None, config_dict=None):
+        name = model if isinstance(model, str) else model.__name__
+        user_files = [Path(f) for f in (config_file_list or [])]
+        own = project_files(name, dataset)
+        user_keys = {}
+        for f in user_files:
+            user_keys.update({k: str(f) for k in read_yaml(f)})
+        for k in config_dict or {}:
+            user_keys[k] = "command line"
+        config_dict = dict(config_dict or {})
+        super().__init__(model=model, dataset=dataset,
+                         config_file_list=[str(f) for f in own + user_files], config_dict=config_dict)
+        known = set(self.internal_config_dict) | PROJECT_KEYS | {"model", "dataset", "config_files"}
+        for f in own:
+            known |= set(read_yaml(f))
+        for group in ("general_arguments", "training_arguments", "evaluation_arguments", "dataset_arguments"):
+            known |= set(getattr(argument_list, group))
+        unknown = sorted(k for k in user_keys if k not in known)
+        if unknown:
+            k = unknown[0]
+            raise ConfigError(f"unknown config key {k!r} (from {user_keys[k]}) for model {name}; "
+                              f"accepted keys: {', '.join(sorted(known))}")
+        self._check_types(user_keys)
+
+    def _load_cmd_line(self):
+        # The runner parses sys.argv itself and passes the result as config_dict.
+        return {}
+
+    def _load_variable_config_dict(self, config_dict):
+        # RecBole eval()s every string value here; ours are already typed by parse_value.
+        return dict(config_dict or {})
+
+    def _check_types(self, user_keys):
+        """Reject a value whose type cannot stand where RecBole's/our default has a number or a flag."""
+        defaults = dict(self.internal_config_dict)
+        for f in project_files(self.model, self.dataset):
+            defaults.update(read_yaml(f))
+        for key, origin in user_keys.items():
+            default, value = defaults.get(key), self.final_config_dict.get(key)
+            if default is None or value is None:
+                continue
+            if isinstance(default, bool):
+                ok = isinstance(value, bool)
+                want = "true or false"
+            elif isinstance(default, (int, float)):
+                kinds = int if isinstance(default, int) else (int, float)
+                ok = isinstance(value, kinds) and not isinstance(value, bool)
+                want = "an integer" if isinstance(default, int) else "a number"
+            else:
+                continue
+            if not ok:
+                raise ConfigError(f"bad value for {key!r} (from {origin}): {value!r}; expected {want}")

@@ -1,0 +1,160 @@
+"""Command-line runner: prepare a benchmark, train one model with RecBole, evaluate, save the result.
+
+``python run_s4rec.py --dataset=amazon-beauty [--model=NAME] [--config_files=a.yaml,b.yaml] [--key=value ...]``
+"""
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+from s4rec_recbole import compat  # noqa: F401  (anomaly detection off before RecBole models load)
+from recbole.data import create_dataset, data_preparation
+from recbole.utils import init_logger, init_seed
+
+from s4rec_recbole.config import DATASET_DIR, ConfigError, S4RecConfig, parse_value
+from s4rec_recbole.data import DataError, prepare_dataset
+from s4rec_recbole.model import default_model, resolve_model, accepted_models
+from s4rec_recbole.trainer import S4RecTrainer, history_matrices, plain
+from s4rec_recbole.data.prepare import atomic_write_text
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO / "results"
+# Runner options that are not RecBole configuration keys.
+RUNNER_KEYS = {"dataset", "model", "config_files", "data_source", "strict", "results_dir"}
+
+USAGE = """usage: python run_s4rec.py --dataset=NAME [--model=NAME] [--config_files=a.yaml,b.yaml]
+                         [--data_source=PATH] [--strict=true] [--results_dir=DIR] [--key=value ...]
+
+  --dataset       amazon-beauty, amazon-sports-outdoors, amazon-toys-games, yelp, ml-1m, or any name
+                  with dataset/NAME/NAME.inter (or with --data_source=FILE to convert)
+  --model         a plugin model or any RecBole sequential model (default: %s)
+  --config_files  YAML files applied after properties/ (comma separated)
+  --data_source   one-line-per-user benchmark file (or its folder) to convert (else env
+                  S4REC_DATA_SOURCE, then ../shared/datasets/NAME/, then download)
+  --strict        fail on users with fewer than 3 items instead of skipping them
+  --key=value     any RecBole or model configuration key, e.g. --epochs=20 --learning_rate=1e-3
+"""
+
+
+class UsageError(ValueError):
+    """Bad command line; the message says what is accepted."""
+
+
+def parse_args(argv):
+    """``--key=value`` pairs -> dict of typed values. Raises :class:`UsageError` on anything else."""
+    out = {}
+    for arg in argv:
+        if arg in ("-h", "--help"):
+            print(USAGE % default_model())
+            raise SystemExit(0)
+        if not arg.startswith("--") or "=" not in arg:
+            raise UsageError(f"argument {arg!r}: expected --key=value")
+        key, value = arg[2:].split("=", 1)
+        if not key:
+            raise UsageError(f"argument {arg!r}: empty key; expected --key=value")
+        if key in out:
+            raise UsageError(f"argument --{key} given twice")
+        out[key] = value if key in ("dataset", "model", "config_files", "data_source", "results_dir") \
+            else parse_value(value)
+    return out
+
+
+def build_config(model, dataset, config_files=(), overrides=None):
+    """:class:`S4RecConfig` for ``model`` (name or class) on ``dataset`` with the project's defaults."""
+    overrides = dict(overrides or {})
+    overrides.setdefault("data_path", str(DATASET_DIR))
+    return S4RecConfig(model=resolve_model(model), dataset=dataset,
+                       config_file_list=list(config_files), config_dict=overrides)
+
+
+def prepare_data(config):
+    """RecBole dataset and loaders, with the history matrices that ``mask_history`` needs."""
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    valid_data.history_matrix, test_data.history_matrix = history_matrices(train_data, valid_data)
+    return dataset, train_data, valid_data, test_data
+
+
+def format_table(valid, test, protocol):
+    keys = list(test.keys())
+    width = max(len(k) for k in keys)
+    lines = [f"{'metric':<{width}}  {'valid':>8}  {'test':>8}    ({protocol})"]
+    lines += [f"{k:<{width}}  {valid.get(k, float('nan')):>8.4f}  {test[k]:>8.4f}" for k in keys]
+    return "\n".join(lines)
+
+
+def run(model=None, dataset=None, config_files=(), overrides=None, data_source=None, strict=False,
+        results_dir=RESULTS_DIR, saved=True):
+    """Prepare ``dataset``, train and evaluate ``model``; return the result dict (also written as JSON)."""
+    overrides = dict(overrides or {})
+    model = model or default_model()
+    data_path = overrides.get("data_path", str(DATASET_DIR))
+    prepare_dataset(dataset, data_path, data_source=data_source, strict=strict)
+    config = build_config(model, dataset, config_files, overrides)
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = logging.getLogger()
+    logger.info(config)
+    t0 = time.time()
+    ds, train_data, valid_data, test_data = prepare_data(config)
+    logger.info(ds)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model_obj = config.model_class(config, train_data._dataset).to(config["device"])
+    logger.info(model_obj)
+    trainer = S4RecTrainer(config, model_obj)
+    t_fit = time.time()
+    best_valid_score, best_valid = trainer.fit(train_data, valid_data, saved=saved,
+                                               show_progress=config["show_progress"])
+    fit_s = time.time() - t_fit
+    t_eval = time.time()
+    test = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    eval_s = time.time() - t_eval
+    protocol = {
+        "split": plain(config["eval_args"]), "mask_history": bool(config["mask_history"]),
+        "metrics": plain(config["metrics"]), "topk": plain(config["topk"]),
+        "valid_metric": config["valid_metric"], "max_seq_length": config["MAX_ITEM_LIST_LENGTH"],
+    }
+    result = {
+        "model": config["model"], "dataset": dataset, "seed": config["seed"],
+        "protocol": protocol,
+        "best_valid": plain(dict(best_valid or {})), "test": plain(dict(test)),
+        "best_valid_score": float(best_valid_score),
+        "epochs_run": len(trainer.epoch_times),
+        "timings": {"epoch_train_s": [round(t, 3) for t in trainer.epoch_times],
+                    "mean_epoch_train_s": round(sum(trainer.epoch_times) / max(len(trainer.epoch_times), 1), 3),
+                    "fit_s": round(fit_s, 3), "test_eval_s": round(eval_s, 3), "total_s": round(time.time() - t0, 3)},
+        "checkpoint": trainer.saved_model_file if saved else None,
+        "config": plain(config.final_config_dict),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    name = f"{config['model']}-{dataset}-seed{config['seed']}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out = Path(results_dir) / name
+    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    result["result_file"] = str(out)
+    label = "history masked" if protocol["mask_history"] else "history not masked"
+    table = format_table(result["best_valid"], result["test"], label)
+    logger.info("\n" + table)
+    print(f"\n{config['model']} on {dataset}: {result['epochs_run']} epochs, "
+          f"{result['timings']['mean_epoch_train_s']:.1f} s/epoch\n{table}\nresult: {out}")
+    return result
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = parse_args(argv)
+        dataset = args.pop("dataset", None)
+        if not dataset:
+            raise UsageError("missing --dataset=NAME (e.g. --dataset=amazon-beauty)")
+        model = args.pop("model", None)
+        files = [f for f in str(args.pop("config_files", "") or "").split(",") if f]
+        source = args.pop("data_source", None)
+        strict = bool(args.pop("strict", False))
+        results_dir = args.pop("results_dir", RESULTS_DIR)
+        run(model=model, dataset=dataset, config_files=files, overrides=args, data_source=source,
+            strict=strict, results_dir=results_dir)
+    except (UsageError, ConfigError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,160 @@
+"""RecBole's :class:`~recbole.trainer.Trainer` with safe checkpoints, history masking and timings.
+
+* Checkpoints hold only tensors and plain Python data (the configuration as a plain dict, not RecBole's
+  pickled ``Config``), are written atomically, and load with ``torch.load(..., weights_only=True)``.
+* ``mask_history: True`` removes every item of the user's own history from the full ranking (the
+  protocol of the ICLRec code the S4Rec paper follows), for every model, RecBole's own included.
+* Models may define ``on_epoch_start(trainer, train_data, epoch_idx)`` (e.g. per-epoch K-means).
+"""
+import enum
+import os
+import tempfile
+from time import time
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from recbole.trainer import Trainer
+from recbole.utils import set_color
+
+
+def plain(value):
+    """``value`` with every leaf turned into str/int/float/bool/None (safe for ``weights_only`` and JSON)."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, (bool, int, float, str)) or value is None:
+        return value
+    if isinstance(value, enum.Enum):
+        return value.name
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    return str(value)
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """Load a checkpoint written by :class:`S4RecTrainer` with ``weights_only=True``."""
+    return torch.load(path, map_location=map_location, weights_only=True)
+
+
+def atomic_torch_save(obj, path):
+    """``torch.save`` to a temporary file beside ``path``, then rename: no half-written checkpoint."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".ckpt.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def history_matrices(train_data, valid_data):
+    """Per-user seen items for masking: ``(valid_history, test_history)`` as CSR ``[n_users, n_items]``.
+
+    Validation ranks against the user's training items; the test ranks against those plus the
+    validation item (leave-one-out), exactly as ICLRec's ``valid/test_rating_matrix``.
+    """
+    ds = train_data._dataset
+    uid_f, iid_f = ds.uid_field, ds.iid_field
+    list_f = iid_f + ds.config["LIST_SUFFIX"]
+    uid = ds.inter_feat[uid_f].numpy()
+    lists = ds.inter_feat[list_f].numpy()
+    nz = lists > 0
+    rows = np.concatenate([uid, np.repeat(uid, nz.sum(1))])
+    cols = np.concatenate([ds.inter_feat[iid_f].numpy(), lists[nz]])
+    shape = (ds.user_num, ds.item_num)
+    valid_hist = sp.csr_matrix((np.ones(len(rows), dtype=np.float32), (rows, cols)), shape=shape)
+    vds = valid_data._dataset
+    extra = sp.csr_matrix(
+        (np.ones(len(vds), dtype=np.float32), (vds.inter_feat[uid_f].numpy(), vds.inter_feat[iid_f].numpy())),
+        shape=shape)
+    valid_hist.data[:] = 1
+    test_hist = valid_hist + extra
+    test_hist.data[:] = 1
+    return valid_hist, test_hist
+
+
+class S4RecTrainer(Trainer):
+    """Trainer for every model the project runs (plugin or RecBole's own)."""
+
+    def __init__(self, config, model):
+        super().__init__(config, model)
+        self.mask_history = bool(config["mask_history"])
+        self.epoch_times = []
+        self._history = None
+
+    # ----------------------------------------------------------------- checkpoints
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
+        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        state = {
+            "model": self.config["model"],
+            "config": plain(self.config.final_config_dict),
+            "epoch": epoch,
+            "cur_step": self.cur_step,
+            "best_valid_score": float(self.best_valid_score),
+            "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(),
+            "optimizer": self.optimizer.state_dict(),
+        }
+        atomic_torch_save(state, saved_model_file)
+        if verbose:
+            self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+
+    def resume_checkpoint(self, resume_file):
+        resume_file = str(resume_file)
+        checkpoint = load_checkpoint(resume_file, map_location=self.device)
+        if checkpoint["model"].lower() != self.config["model"].lower():
+            raise ValueError(f"{resume_file}: checkpoint of model {checkpoint['model']}, "
+                             f"expected one of {self.config['model']}")
+        self.saved_model_file = resume_file
+        self.start_epoch = checkpoint["epoch"] + 1
+        self.cur_step = checkpoint["cur_step"]
+        self.best_valid_score = checkpoint["best_valid_score"]
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+    # ----------------------------------------------------------------- training
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        hook = getattr(self.model, "on_epoch_start", None)
+        start = time()
+        if hook is not None:
+            hook(self, train_data, epoch_idx)
+        loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        self.epoch_times.append(time() - start)
+        return loss
+
+    # ----------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        if not eval_data:
+            return
+        if load_best_model:
+            checkpoint_file = model_file or self.saved_model_file
+            checkpoint = load_checkpoint(checkpoint_file, map_location=self.device)
+            self.model.load_state_dict(checkpoint["state_dict"])
+            self.model.load_other_parameter(checkpoint.get("other_parameter"))
+            self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
+        self._history = getattr(eval_data, "history_matrix", None) if self.mask_history else None
+        if self.mask_history and self._history is None:
+            raise ValueError("mask_history is on but the evaluation data has no history_matrix; "
+                             "build the data with s4rec_recbole.runner.prepare_data")
+        try:
+            return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+        finally:
+            self._history = None
+
+    def _full_sort_batch_eval(self, batched_data):
+        interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
+        if self._history is not None:
+            users = interaction[self.config["USER_ID_FIELD"]].cpu().numpy()
+            seen = self._history[users].tocoo()
+            scores[torch.from_numpy(seen.row).long(), torch.from_numpy(seen.col).long()] = -np.inf
+        return interaction, scores, positive_u, positive_i
