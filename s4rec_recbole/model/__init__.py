@@ -40,3 +40,6 @@ def resolve_model(model):
     if model in recbole_models:
         return recbole_models[model]
     raise ConfigError(f"unknown model {model!r}; accepted: {', '.join(accepted_models())}")
+
+
+from s4rec_recbole.model.s4rec import S4Rec  # noqa: E402,F401  (registers the plugin model)

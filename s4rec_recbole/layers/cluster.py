@@ -1,0 +1,60 @@
+"""Prototypes with Sinkhorn-Knopp equal-partition targets (SwAV), and K-means for the offline variants."""
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@torch.no_grad()
+def sinkhorn(scores, eps=0.05, n_iters=3):
+    """Equal-partition soft assignments of a batch to prototypes.
+
+    Args:
+        scores: ``[B, K]`` similarities (no gradient flows through the result).
+        eps: entropic regularisation; ``exp(scores / eps)`` is the starting transport plan.
+        n_iters: alternating normalisations (each: prototypes to mass 1/K, then samples to 1/B).
+
+    Returns:
+        ``[B, K]`` targets whose rows sum to 1 and whose columns sum to about ``B / K``.
+    """
+    scores = scores.detach().float()
+    B, K = scores.shape
+    q = torch.exp((scores - scores.max()) / eps)
+    q = q / q.sum()
+    for _ in range(n_iters):
+        q = q / q.sum(dim=0, keepdim=True) / K
+        q = q / q.sum(dim=1, keepdim=True) / B
+    return q * B
+
+
+class PrototypeLayer(nn.Module):
+    """K trainable prototypes; cosine scores between sequence embeddings and prototypes.
+
+    ``forward(z [B, d]) -> scores [B, K]`` in [-1, 1]; ``weight`` is ``[K, d]``.
+    """
+
+    def __init__(self, n_prototypes, dim, init_std=0.02):
+        super().__init__()
+        if n_prototypes < 1:
+            raise ValueError(f"n_clusters={n_prototypes}: expected a positive integer")
+        self.weight = nn.Parameter(torch.randn(n_prototypes, dim) * init_std)
+
+    def forward(self, z):
+        return F.normalize(z, dim=-1) @ F.normalize(self.weight, dim=-1).t()
+
+
+def swav_loss(scores, targets, temperature):
+    """Cross-entropy of ``softmax(scores / temperature)`` against ``targets`` ``[B, K]``, batch mean."""
+    return -(targets * F.log_softmax(scores / temperature, dim=-1)).sum(dim=-1).mean()
+
+
+def kmeans(x, k, n_iters=20, seed=2020):
+    """K-means centroids ``[k, d]`` of ``x`` ``[N, d]`` with faiss (CPU), returned on ``x``'s device."""
+    import faiss
+
+    data = np.ascontiguousarray(x.detach().float().cpu().numpy())
+    if len(data) < k:
+        raise ValueError(f"K-means with K={k} needs at least {k} points, got {len(data)}")
+    km = faiss.Kmeans(data.shape[1], k, niter=n_iters, seed=seed, verbose=False)
+    km.train(data)
+    return torch.from_numpy(km.centroids).to(x.device)

@@ -1,0 +1,131 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, tiny_overrides
+from s4rec_recbole.config import ConfigError, parse_value
+from s4rec_recbole.runner import UsageError, build_config, main, parse_args, prepare_data, run
+from s4rec_recbole.trainer import S4RecTrainer, history_matrices, load_checkpoint
+
+
+def test_parse_value():
+    assert parse_value("3") == 3 and parse_value("1e-3") == 0.001 and parse_value("True") is True
+    assert parse_value("[1, 2]") == [1, 2] and parse_value("none") is None
+    assert parse_value("__import__('os')") == "__import__('os')"  # never evaluated
+
+
+def test_parse_args_errors():
+    assert parse_args(["--dataset=a", "--epochs=3"]) == {"dataset": "a", "epochs": 3}
+    with pytest.raises(UsageError, match="expected --key=value"):
+        parse_args(["--epochs", "3"])
+    with pytest.raises(UsageError, match="given twice"):
+        parse_args(["--epochs=3", "--epochs=4"])
+
+
+def test_precedence_and_unknown_keys(tiny_data_path, tmp_path):
+    cfg = build_config("S4Rec", "tiny", overrides=tiny_overrides(tiny_data_path))
+    assert cfg["n_clusters"] == 128 and cfg["train_neg_sample_args"]["distribution"] == "none"
+    assert cfg["valid_metric"] == "NDCG@20" and cfg["mask_history"] is True
+    user = tmp_path / "u.yaml"
+    user.write_text("n_clusters: 16\nalpha: 0.5\n")
+    cfg = build_config("S4Rec", "tiny", [user], tiny_overrides(tiny_data_path, alpha=0.2))
+    assert cfg["n_clusters"] == 16 and cfg["alpha"] == 0.2  # file beats model yaml, command line beats file
+    with pytest.raises(ConfigError, match="unknown config key 'n_clusterz' \\(from command line\\)"):
+        build_config("S4Rec", "tiny", overrides=tiny_overrides(tiny_data_path, n_clusterz=3))
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rat: 0.1\n")
+    with pytest.raises(ConfigError, match="unknown config key 'learning_rat' \\(from .*bad.yaml\\)"):
+        build_config("SASRec", "tiny", [bad], tiny_overrides(tiny_data_path))
+    with pytest.raises(ConfigError, match="bad value for 'epochs'.*'ten'; expected an integer"):
+        build_config("SASRec", "tiny", overrides=tiny_overrides(tiny_data_path, epochs="ten"))
+    with pytest.raises(ConfigError, match="unknown model 'SASRek'; accepted: .*S4Rec.*SASRec"):
+        build_config("SASRek", "tiny")
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert main(["--dataset=tiny", f"--data_path={tmp_path}", "--model=Nope"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err
+    assert main(["--epochs=1"]) == 2
+    assert "missing --dataset" in capsys.readouterr().err
+
+
+def test_sasrec_end_to_end_through_cli(tiny_source, tmp_path):
+    cmd = [sys.executable, str(REPO / "run_s4rec.py"), "--dataset=tiny", "--model=SASRec",
+           f"--data_source={tiny_source}", f"--data_path={tmp_path / 'ds'}", "--epochs=1",
+           f"--results_dir={tmp_path / 'res'}", f"--checkpoint_dir={tmp_path / 'saved'}",
+           "--train_batch_size=64", "--use_gpu=False"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "ndcg@20" in proc.stdout and "history masked" in proc.stdout
+    (result_file,) = (tmp_path / "res").glob("SASRec-tiny-*.json")
+    result = json.loads(result_file.read_text())
+    assert result["epochs_run"] == 1 and result["protocol"]["mask_history"] is True
+    assert set(result["test"]) == {f"{m}@{k}" for m in ("hit", "ndcg") for k in (5, 10, 20)}
+    ckpt = load_checkpoint(result["checkpoint"])  # weights_only=True
+    assert ckpt["model"] == "SASRec" and isinstance(ckpt["config"], dict)
+    assert torch.load(result["checkpoint"], weights_only=True)["state_dict"].keys() == ckpt["state_dict"].keys()
+
+
+def test_anomaly_detection_stays_off():
+    code = ("import torch, s4rec_recbole, importlib, pkgutil, recbole.model.sequential_recommender as s\n"
+            "for m in pkgutil.iter_modules(s.__path__): importlib.import_module(s.__name__ + '.' + m.name)\n"
+            "from s4rec_recbole import runner\n"
+            "print(torch.is_anomaly_enabled())")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.stdout.strip() == "False", out.stderr[-2000:]
+    assert not torch.is_anomaly_enabled()
+
+
+class ScoreTable(torch.nn.Module):
+    """A stand-in model whose scores are fixed per item (history items best, then the targets)."""
+
+    def __init__(self, scores):
+        super().__init__()
+        self.scores = scores
+        self.dummy = torch.nn.Parameter(torch.zeros(1))
+
+    def full_sort_predict(self, interaction):
+        return self.scores.expand(len(interaction), -1).clone()
+
+    def other_parameter(self):
+        return None
+
+    def load_other_parameter(self, para):
+        pass
+
+
+def test_mask_history_hand_checked(tmp_path):
+    src = tmp_path / "h.txt"
+    # user 1: train 1 2 3, valid 4, test 5; user 2: train 6 7 8, valid 9, test 10
+    src.write_text("1 1 2 3 4 5\n2 6 7 8 9 10\n")
+    from s4rec_recbole.data import convert
+
+    convert(src, "h", tmp_path)
+    results = {}
+    for masked in (True, False):
+        cfg = build_config("SASRec", "h", overrides=tiny_overrides(tmp_path, topk=[1, 5], mask_history=masked))
+        _, train, valid, test = prepare_data(cfg)
+        ds = train._dataset
+        tok = lambda i: int(ds.token2id(ds.iid_field, str(i)))
+        valid_hist, test_hist = history_matrices(train, valid)
+        u1 = int(ds.token2id(ds.uid_field, "1"))
+        assert sorted(valid_hist[u1].indices.tolist()) == sorted(tok(i) for i in (1, 2, 3))
+        assert sorted(test_hist[u1].indices.tolist()) == sorted(tok(i) for i in (1, 2, 3, 4))
+        scores = torch.zeros(1, ds.item_num)
+        for rank, i in enumerate([1, 2, 3, 6, 7, 8, 4, 9, 5, 10]):  # history items score highest
+            scores[0, tok(i)] = 100.0 - rank
+        trainer = S4RecTrainer(cfg, ScoreTable(scores))
+        results[masked] = (trainer.evaluate(valid, load_best_model=False),
+                           trainer.evaluate(test, load_best_model=False))
+    (v_m, t_m), (v_u, t_u) = results[True], results[False]
+    # masked: user 1's valid target 4 ranks behind 6 7 8 only -> position 4; user 2's 9 behind 4 -> position 2
+    assert v_m["hit@1"] == 0.0 and v_m["hit@5"] == 1.0
+    assert v_u["hit@5"] == 0.0  # unmasked: six history items are ahead of every target
+    # test: user 1's 5 behind 6 7 8 9 (1-4 masked) -> 5th; user 2's 10 behind 1 2 3 4 5 -> 6th
+    assert t_m["hit@5"] == 0.5 and t_u["hit@5"] == 0.0
+    assert abs(t_m["ndcg@5"] - 0.5 / np.log2(6)) < 1e-4  # RecBole rounds to 4 places
