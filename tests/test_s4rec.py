@@ -1,0 +1,139 @@
+import math
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from recbole.model.sequential_recommender import SASRec
+from recbole.utils import init_seed
+
+from conftest import REPO, tiny_overrides
+from s4rec_recbole.model.s4rec import S4Rec, training_lengths
+from s4rec_recbole.runner import build_config, prepare_data
+
+OFF = {"alpha": 0.0, "beta1": 0.0, "beta2": 0.0, "lambda": 0.0}
+
+
+def make(model, data_path, seed=7, **overrides):
+    cfg = build_config(model, "tiny", overrides=tiny_overrides(data_path, **overrides))
+    _, train, valid, test = prepare_data(cfg)
+    init_seed(seed, True)
+    return cfg, cfg.model_class(cfg, train._dataset), train
+
+
+def first_batch(train):
+    return next(iter(train))
+
+
+def test_equivalent_to_recbole_sasrec_when_aux_weights_are_zero(tiny_data_path):
+    no_dropout = {"hidden_dropout_prob": 0.0, "attn_dropout_prob": 0.0}
+    _, sas, train = make("SASRec", tiny_data_path, **no_dropout)
+    _, s4, _ = make("S4Rec", tiny_data_path, **no_dropout, **OFF)
+    sas_params = dict(sas.named_parameters())
+    for name, p in s4.named_parameters():  # the same seed gives SASRec's weights
+        if name in sas_params:
+            assert torch.equal(p, sas_params[name]), name
+    batch = first_batch(train)
+    loss_sas = sas.calculate_loss(batch)
+    parts = s4.calculate_loss(batch)
+    assert len(parts) == 5 and all(p.item() == 0 for p in parts[1:])
+    assert torch.allclose(parts[0], loss_sas, atol=1e-6)
+    loss_sas.backward()
+    sum(parts).backward()
+    s4_params = dict(s4.named_parameters())
+    for name, p in sas_params.items():
+        assert torch.allclose(s4_params[name].grad, p.grad, atol=1e-6), name
+    sas.eval(), s4.eval()
+    assert torch.allclose(sas.full_sort_predict(batch), s4.full_sort_predict(batch), atol=1e-5)
+
+
+def test_trimming_gives_identical_outputs(tiny_data_path):
+    _, s4, train = make("S4Rec", tiny_data_path)
+    s4.eval()
+    batch = first_batch(train)
+    seq, lens = batch["item_id_list"], batch["item_length"]
+    assert int(lens.max()) < seq.size(1)  # the batch is padded beyond its longest sequence
+    untrimmed = s4.gather_indexes(s4.encode(seq), lens - 1)
+    assert torch.allclose(s4(seq, lens), untrimmed, atol=1e-5)
+
+
+def test_all_parts_finite_and_reach_their_parameters(tiny_data_path):
+    _, s4, train = make("S4Rec", tiny_data_path, n_clusters=8)
+    parts = s4.calculate_loss(first_batch(train))
+    assert all(torch.isfinite(p) and p.item() > 0 for p in parts)
+    sum(parts).backward()
+    for name in ("prototypes.weight", "adversary.classifier.weight", "item_embedding.weight",
+                 "item_embedding.mask_weight"):
+        assert dict(s4.named_parameters())[name].grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("weight, part", [("alpha", 1), ("beta1", 2), ("beta2", 3), ("lambda", 4)])
+def test_each_weight_switches_its_part(tiny_data_path, weight, part):
+    _, s4, train = make("S4Rec", tiny_data_path, n_clusters=8, **{weight: 0.0})
+    parts = s4.calculate_loss(first_batch(train))
+    assert parts[part].item() == 0 and all(p.item() > 0 for i, p in enumerate(parts) if i != part)
+
+
+def test_zero_weights_skip_computation(tiny_data_path, monkeypatch):
+    _, s4, train = make("S4Rec", tiny_data_path, beta1=0.0, beta2=0.0, **{"lambda": 0.0})
+
+    def forbidden(*a, **k):
+        raise AssertionError("computed although its weight is 0")
+
+    monkeypatch.setattr(s4.augmenter, "forward", forbidden)
+    monkeypatch.setattr(s4.adversary, "forward", forbidden)
+    parts = s4.calculate_loss(first_batch(train))  # alpha > 0 still clusters, without any view
+    assert parts[1].item() > 0
+    _, s4, _ = make("S4Rec", tiny_data_path, **OFF)
+    monkeypatch.setattr(s4.augmenter, "forward", forbidden)
+    monkeypatch.setattr(s4.prototypes, "forward", forbidden)
+    monkeypatch.setattr(s4.adversary, "forward", forbidden)
+    s4.calculate_loss(first_batch(train))
+
+
+def test_mean_pooling_and_cos(tiny_data_path):
+    _, s4, train = make("S4Rec", tiny_data_path, n_clusters=8, seq_pooling="mean", sim="cos")
+    assert all(torch.isfinite(p) for p in s4.calculate_loss(first_batch(train)))
+
+
+def test_bad_model_values(tiny_data_path):
+    with pytest.raises(ValueError, match="clustering='spectral'"):
+        make("S4Rec", tiny_data_path, clustering="spectral")
+    with pytest.raises(ValueError, match="alpha=-1"):
+        make("S4Rec", tiny_data_path, alpha=-1)
+
+
+def test_head_labels_from_80th_percentile(tiny_data_path):
+    _, s4, train = make("S4Rec", tiny_data_path)
+    lengths = training_lengths(train._dataset)
+    head_share = (lengths >= s4.head_min_length).mean()
+    assert 0.1 <= head_share <= 0.3
+    assert (lengths >= s4.head_min_length - 1).mean() > 0.2  # one shorter would be more than the top 20%
+
+
+def test_kmeans_variant_recomputes_centroids_each_epoch(tiny_data_path):
+    cfg, s4, train = make("S4Rec", tiny_data_path, clustering="kmeans", n_clusters=8)
+    assert s4.centroids.abs().sum() == 0
+    s4.on_epoch_start(None, train, 0)
+    c0 = s4.centroids.clone()
+    assert c0.abs().sum() > 0 and s4.training
+    parts = s4.calculate_loss(first_batch(train))
+    assert parts[1].item() == 0 and parts[2].item() > 0 and parts[3].item() > 0
+    sum(parts).backward()
+    torch.optim.SGD(s4.parameters(), lr=1.0).step()
+    s4.on_epoch_start(None, train, 1)
+    assert not torch.equal(c0, s4.centroids)
+
+
+def test_s4rec_end_to_end_logs_every_finite_part(tiny_source, tmp_path):
+    cmd = [sys.executable, str(REPO / "run_s4rec.py"), "--dataset=tiny", f"--data_source={tiny_source}",
+           f"--data_path={tmp_path / 'ds'}", "--epochs=1", f"--results_dir={tmp_path / 'res'}",
+           f"--checkpoint_dir={tmp_path / 'saved'}", "--train_batch_size=64", "--n_clusters=8",
+           "--use_gpu=False"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "S4Rec on tiny" in proc.stdout
+    line = next(l for l in proc.stderr.splitlines() + proc.stdout.splitlines() if "epoch 0 training" in l)
+    losses = [float(x) for x in re.findall(r"train_loss\d: ([-\d.e+naif]+)", line)]
+    assert len(losses) == 5 and all(math.isfinite(x) for x in losses), line
