@@ -9,7 +9,7 @@ from recbole.model.sequential_recommender import SASRec
 from recbole.utils import init_seed
 
 from conftest import REPO, tiny_overrides
-from s4rec_recbole.model.s4rec import S4Rec, training_lengths
+from s4rec_recbole.model.base import training_lengths
 from s4rec_recbole.runner import build_config, prepare_data
 
 OFF = {"alpha": 0.0, "beta1": 0.0, "beta2": 0.0, "lambda": 0.0}

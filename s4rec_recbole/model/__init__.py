@@ -42,4 +42,7 @@ def resolve_model(model):
     raise ConfigError(f"unknown model {model!r}; accepted: {', '.join(accepted_models())}")
 
 
-from s4rec_recbole.model.s4rec import S4Rec  # noqa: E402,F401  (registers the plugin model)
+# Importing the plugin models registers them.
+from s4rec_recbole.model.s4rec import S4Rec  # noqa: E402,F401
+from s4rec_recbole.model.cl4srec import CL4SRec  # noqa: E402,F401
+from s4rec_recbole.model.iclrec import ICLRec  # noqa: E402,F401

@@ -1,0 +1,136 @@
+"""SASRec encoder shared by the plugin models: trimmed batches, a mask token, augmented views.
+
+The encoder is RecBole's :class:`~recbole.model.sequential_recommender.SASRec` (same parameters, same
+initialisation), run on batches trimmed to their longest real sequence, with item id ``n_items``
+reserved as the mask token of the augmentations.
+"""
+import numpy as np
+import torch
+from recbole.model.sequential_recommender import SASRec
+
+from s4rec_recbole.layers import MaskableEmbedding, SequenceAugmenter, kmeans
+
+
+def trim(item_seq, item_seq_len):
+    """Drop the padding columns after the batch's longest sequence: ``[B, L] -> [B, max(len)]``.
+
+    With right padding and causal attention the outputs at real positions do not change.
+    """
+    return item_seq[:, : int(item_seq_len.max().item())]
+
+
+def training_lengths(dataset):
+    """Per-user training-sequence lengths (users with at least one training sample)."""
+    uid = dataset.inter_feat[dataset.uid_field].numpy()
+    # A user with n training items has n - 1 prefix samples.
+    return np.bincount(uid)[np.unique(uid)] + 1
+
+
+def training_item_freq(dataset):
+    """``[n_items]`` count of each item in the training sequences (targets plus each user's first item)."""
+    n_items = dataset.item_num
+    iid = dataset.inter_feat[dataset.iid_field]
+    seq = dataset.inter_feat[dataset.iid_field + dataset.config["LIST_SUFFIX"]]
+    length = dataset.inter_feat[dataset.config["ITEM_LIST_LENGTH_FIELD"]]
+    first = seq[length == 1, 0]
+    freq = (torch.bincount(iid, minlength=n_items) + torch.bincount(first, minlength=n_items)).float()
+    freq[0] = 0
+    return freq
+
+
+def number(config, key, low=0.0, high=float("inf")):
+    """``config[key]`` as a float in ``[low, high]``, else a one-line ValueError."""
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise ValueError(f"{key}={value!r}: expected a number in [{low}, {high}]")
+    return float(value)
+
+
+def choice(config, key, accepted):
+    value = config[key]
+    if value not in accepted:
+        raise ValueError(f"{key}={value!r}: expected one of {list(accepted)}")
+    return value
+
+
+class ContrastiveSASRec(SASRec):
+    r"""SASRec with trimmed batches, a mask token and an augmenter; base of S4Rec, CL4SRec and ICLRec.
+
+    Shapes: ``item_seq [B, L]`` right-padded item ids, ``item_seq_len [B]``; ``forward -> [B, d]`` (the
+    output at the last real position); ``full_sort_predict -> [B, n_items]``.
+    """
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.seq_pooling = choice(config, "seq_pooling", ("last", "mean"))
+        # The mask token is id n_items; scoring still covers exactly the n_items real ids.
+        self.item_embedding = MaskableEmbedding(self.item_embedding.weight, self.initializer_range)
+        self.augmenter = SequenceAugmenter(
+            self.n_items, operators=tuple(config["aug_operators"]), crop_ratio=config["crop_ratio"],
+            mask_ratio=config["mask_ratio"], reorder_ratio=config["reorder_ratio"],
+            insert_ratio=config["insert_ratio"],
+            item_freq=training_item_freq(dataset))
+        self.embed_batch_size = int(config["eval_batch_size"])
+        self.seed = int(config["seed"])
+
+    # ------------------------------------------------------------------ encoder
+    def encode(self, item_seq):
+        """All positions' outputs ``[B, L', d]`` of ``item_seq`` ``[B, L']`` (SASRec's encoder)."""
+        position_ids = torch.arange(item_seq.size(1), dtype=torch.long, device=item_seq.device)
+        input_emb = self.item_embedding(item_seq) + self.position_embedding(position_ids).unsqueeze(0)
+        input_emb = self.dropout(self.LayerNorm(input_emb))
+        attention_mask = self.get_attention_mask(item_seq)
+        return self.trm_encoder(input_emb, attention_mask, output_all_encoded_layers=True)[-1]
+
+    def forward(self, item_seq, item_seq_len):
+        """``[B, L], [B] -> [B, d]``: the output at each sequence's last real position."""
+        return self.gather_indexes(self.encode(trim(item_seq, item_seq_len)), item_seq_len - 1)
+
+    def embed(self, item_seq, item_seq_len):
+        """``(last [B, d], z [B, d])`` from one encoder pass: the next-item representation and the
+        sequence embedding under ``seq_pooling`` (the same vector, or the mean over real positions)."""
+        item_seq = trim(item_seq, item_seq_len)
+        out = self.encode(item_seq)
+        last = self.gather_indexes(out, item_seq_len - 1)
+        if self.seq_pooling == "last":
+            return last, last
+        real = (item_seq > 0).unsqueeze(-1).float()
+        return last, (out * real).sum(1) / real.sum(1).clamp_min(1.0)
+
+    def sequence_embedding(self, item_seq, item_seq_len):
+        """Sequence embedding ``[B, d]`` under ``seq_pooling``."""
+        return self.embed(item_seq, item_seq_len)[1]
+
+    def views(self, item_seq, item_seq_len):
+        """Embeddings ``(z1 [B, d], z2 [B, d])`` of two independently augmented views."""
+        return (self.sequence_embedding(*self.augmenter(item_seq, item_seq_len)),
+                self.sequence_embedding(*self.augmenter(item_seq, item_seq_len)))
+
+    @torch.no_grad()
+    def embed_all(self, dataset):
+        """Sequence embeddings ``[N, d]`` of every sample of ``dataset`` (eval mode, no gradient)."""
+        was_training = self.training
+        self.eval()
+        seqs, lens = dataset.inter_feat[self.ITEM_SEQ], dataset.inter_feat[self.ITEM_SEQ_LEN]
+        device = self.item_embedding.weight.device
+        step = self.embed_batch_size
+        out = torch.cat([self.sequence_embedding(seqs[i:i + step].to(device), lens[i:i + step].to(device))
+                         for i in range(0, len(seqs), step)])
+        self.train(was_training)
+        return out
+
+    def kmeans_centroids(self, dataset, k, epoch_idx):
+        """K-means centroids ``[k, d]`` of all training samples' embeddings (faiss)."""
+        return kmeans(self.embed_all(dataset), k, seed=self.seed + epoch_idx)
+
+    # ------------------------------------------------------------------ next-item loss
+    def rec_loss(self, seq_output, interaction):
+        """Next-item loss ``L_SR`` (full-softmax CE, or BPR with RecBole's sampled negatives)."""
+        pos_items = interaction[self.POS_ITEM_ID]
+        if self.loss_type == "BPR":
+            neg_items = interaction[self.NEG_ITEM_ID]
+            pos_score = (seq_output * self.item_embedding(pos_items)).sum(-1)
+            neg_score = (seq_output * self.item_embedding(neg_items)).sum(-1)
+            return self.loss_fct(pos_score, neg_score)
+        logits = seq_output @ self.item_embedding.weight.t()
+        return self.loss_fct(logits, pos_items)

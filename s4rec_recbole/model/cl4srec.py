@@ -1,0 +1,29 @@
+"""CL4SRec (Xie et al., ICDE 2022): SASRec + symmetric in-batch InfoNCE between two augmented views.
+
+The views are made from a copy of the batch (the augmentations never modify their input), so the
+next-item loss always sees the original sequences, unlike the public RecBole-DA version.
+Loss parts: ``(rec, cl_weight * L_cl)`` with ``L_cl = (l(z1, z2) + l(z2, z1)) / 2`` (NT-Xent over 2B).
+"""
+from s4rec_recbole.layers import info_nce
+from s4rec_recbole.model import register
+from s4rec_recbole.model.base import ContrastiveSASRec, choice, number
+
+
+@register
+class CL4SRec(ContrastiveSASRec):
+    r"""SASRec + sequence-level contrastive learning. Shapes as :class:`ContrastiveSASRec`."""
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.cl_weight = number(config, "cl_weight")
+        self.cl_temperature = number(config, "cl_temperature", 1e-6)
+        self.sim = choice(config, "sim", ("dot", "cos"))
+
+    def calculate_loss(self, interaction):
+        item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        rec = self.rec_loss(self.forward(item_seq, item_seq_len), interaction)
+        if self.cl_weight == 0:
+            return rec, rec.new_zeros(())
+        z1, z2 = self.views(item_seq, item_seq_len)
+        cl = (info_nce(z1, z2, self.cl_temperature, self.sim) + info_nce(z2, z1, self.cl_temperature, self.sim)) / 2
+        return rec, self.cl_weight * cl

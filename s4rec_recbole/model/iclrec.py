@@ -1,0 +1,55 @@
+"""ICLRec (Chen et al., WWW 2022): SASRec + instance contrast + intent contrast with per-epoch K-means.
+
+At the start of every epoch, K-means (faiss) over the mean-pooled embeddings of all training samples
+gives K intents. In a step, each sequence's intent is the centroid nearest to its (detached) embedding;
+each augmented view is contrasted with its sequence's intent, the other batch members' intents (and
+views) being the negatives. Loss parts: ``(rec, cl_weight * L_instance, intent_weight * L_intent)``.
+"""
+import torch
+
+from s4rec_recbole.layers import info_nce
+from s4rec_recbole.model import register
+from s4rec_recbole.model.base import ContrastiveSASRec, choice, number
+
+
+@register
+class ICLRec(ContrastiveSASRec):
+    r"""SASRec + instance and intent contrastive learning. Centroids: buffer ``[K, d]``."""
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.cl_weight = number(config, "cl_weight")
+        self.intent_weight = number(config, "intent_weight")
+        self.temperature = number(config, "cl_temperature", 1e-6)
+        self.sim = choice(config, "sim", ("dot", "cos"))
+        self.n_clusters = int(number(config, "n_clusters", 1))
+        self.register_buffer("centroids", torch.zeros(self.n_clusters, self.hidden_size))
+        self.kmeans_epochs = []  # epochs whose centroids were recomputed (for tests and logs)
+
+    def on_epoch_start(self, trainer, train_data, epoch_idx):
+        """Recompute the intents: K-means over all training samples' sequence embeddings."""
+        if self.intent_weight > 0:
+            self.centroids.copy_(self.kmeans_centroids(train_data._dataset, self.n_clusters, epoch_idx))
+            self.kmeans_epochs.append(epoch_idx)
+
+    def intents(self, z):
+        """``[B, d]`` nearest centroid (by L2 distance, as faiss' index search) of each detached ``z``."""
+        return self.centroids[torch.cdist(z.detach(), self.centroids).argmin(dim=1)]
+
+    def calculate_loss(self, interaction):
+        item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        seq_output, z = self.embed(item_seq, item_seq_len)
+        rec = self.rec_loss(seq_output, interaction)
+        zero = rec.new_zeros(())
+        if self.cl_weight == 0 and self.intent_weight == 0:
+            return rec, zero, zero
+        z1, z2 = self.views(item_seq, item_seq_len)
+        instance = intent = zero
+        if self.cl_weight > 0:
+            instance = self.cl_weight * (info_nce(z1, z2, self.temperature, self.sim)
+                                         + info_nce(z2, z1, self.temperature, self.sim)) / 2
+        if self.intent_weight > 0:
+            c = self.intents(z)
+            intent = self.intent_weight * (info_nce(z1, c, self.temperature, self.sim)
+                                           + info_nce(z2, c, self.temperature, self.sim)) / 2
+        return rec, instance, intent

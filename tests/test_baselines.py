@@ -1,0 +1,55 @@
+import torch
+from recbole.utils import init_seed
+
+from conftest import tiny_overrides
+from s4rec_recbole.runner import build_config, prepare_data, run
+from s4rec_recbole.trainer import S4RecTrainer
+
+
+def make(model, data_path, seed=3, **overrides):
+    cfg = build_config(model, "tiny", overrides=tiny_overrides(data_path, **overrides))
+    _, train, valid, test = prepare_data(cfg)
+    init_seed(seed, True)
+    return cfg, cfg.model_class(cfg, train._dataset), train, valid
+
+
+def test_cl4srec_parts_and_batch_untouched(tiny_data_path):
+    _, m, train, _ = make("CL4SRec", tiny_data_path)
+    batch = next(iter(train))
+    before = batch["item_id_list"].clone(), batch["item_length"].clone()
+    rec, cl = m.calculate_loss(batch)
+    assert torch.equal(batch["item_id_list"], before[0]) and torch.equal(batch["item_length"], before[1])
+    assert torch.isfinite(rec) and cl.item() > 0
+    (rec + cl).backward()
+    assert m.item_embedding.mask_weight.grad.abs().sum() > 0  # Mask views were made and encoded
+    # the next-item part is exactly SASRec's loss on the original batch
+    m.eval()
+    assert torch.allclose(m.calculate_loss(batch)[0], m.rec_loss(m(batch["item_id_list"], batch["item_length"]), batch))
+    _, off, _, _ = make("CL4SRec", tiny_data_path, cl_weight=0.0)
+    assert off.calculate_loss(batch)[1].item() == 0
+
+
+def test_iclrec_parts_and_centroids_each_epoch(tiny_data_path, tmp_path):
+    cfg, m, train, valid = make("ICLRec", tiny_data_path, n_clusters=8, epochs=2)
+    trainer = S4RecTrainer(cfg, m)
+    trainer.fit(train, valid, saved=False)
+    assert m.kmeans_epochs == [0, 1]
+    c = m.centroids.clone()
+    assert c.abs().sum() > 0
+    batch = next(iter(train))
+    rec, instance, intent = m.calculate_loss(batch)
+    assert all(torch.isfinite(x) for x in (rec, instance, intent)) and instance.item() > 0 and intent.item() > 0
+    m.on_epoch_start(trainer, train, 2)
+    assert not torch.equal(c, m.centroids)  # recomputed from the new embeddings
+    z = torch.randn(5, m.hidden_size)
+    nearest = m.intents(z)
+    d = torch.cdist(z, m.centroids)
+    assert torch.equal(nearest, m.centroids[d.argmin(1)])
+
+
+def test_baselines_end_to_end(tiny_data_path, tmp_path):
+    for model in ("CL4SRec", "ICLRec"):
+        res = run(model=model, dataset="tiny", overrides=tiny_overrides(tiny_data_path, tmp_path, n_clusters=8)
+                  if model == "ICLRec" else tiny_overrides(tiny_data_path, tmp_path), results_dir=tmp_path / "res")
+        assert res["model"] == model and res["epochs_run"] == 1
+        assert 0 <= res["test"]["ndcg@20"] <= 1
