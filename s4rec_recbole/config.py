@@ -5,6 +5,7 @@ Precedence (lowest first), as RecBole's: RecBole's own defaults < ``properties/o
 ``config_dict`` (the runner's ``--key=value`` overrides).
 """
 import ast
+import difflib
 from pathlib import Path
 
 import yaml
@@ -87,10 +88,13 @@ class S4RecConfig(Config):
             known |= set(read_yaml(f))
         for group in ("general_arguments", "training_arguments", "evaluation_arguments", "dataset_arguments"):
             known |= set(getattr(argument_list, group))
+        self.known_keys = known
         unknown = sorted(k for k in user_keys if k not in known)
         if unknown:
             k = unknown[0]
-            raise ConfigError(f"unknown config key {k!r} (from {user_keys[k]}) for model {name}; "
+            close = difflib.get_close_matches(k, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise ConfigError(f"unknown config key {k!r} (from {user_keys[k]}) for model {name}; {hint}"
                               f"accepted keys: {', '.join(sorted(known))}")
         self._check_types(user_keys)
 

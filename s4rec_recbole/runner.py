@@ -14,21 +14,28 @@ from recbole.utils import init_logger, init_seed
 
 from s4rec_recbole.config import DATASET_DIR, ConfigError, S4RecConfig, parse_value
 from s4rec_recbole.data import DataError, prepare_dataset
-from s4rec_recbole.model import default_model, resolve_model, accepted_models
+from s4rec_recbole.model import default_model, resolve_model, split_variant
 from s4rec_recbole.trainer import S4RecTrainer, history_matrices, plain
 from s4rec_recbole.data.prepare import atomic_write_text
+from s4rec_recbole.layers import head_threshold
+from s4rec_recbole.metrics import summarize
+from s4rec_recbole.model.base import user_training_lengths
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "results"
 # Runner options that are not RecBole configuration keys.
-RUNNER_KEYS = {"dataset", "model", "config_files", "data_source", "strict", "results_dir"}
+RUNNER_KEYS = {"dataset", "model", "config_files", "data_source", "strict", "results_dir", "seeds"}
+_STRING_KEYS = ("dataset", "model", "config_files", "data_source", "results_dir", "seeds")
 
-USAGE = """usage: python run_s4rec.py --dataset=NAME [--model=NAME] [--config_files=a.yaml,b.yaml]
-                         [--data_source=PATH] [--strict=true] [--results_dir=DIR] [--key=value ...]
+USAGE = """usage: python run_s4rec.py --dataset=NAME [--model=NAME[,NAME...]] [--seeds=1,2,3]
+                         [--config_files=a.yaml,b.yaml] [--data_source=PATH] [--strict=true]
+                         [--results_dir=DIR] [--key=value ...]
 
   --dataset       amazon-beauty, amazon-sports-outdoors, amazon-toys-games, yelp, ml-1m, or any name
                   with dataset/NAME/NAME.inter (or with --data_source=FILE to convert)
-  --model         a plugin model or any RecBole sequential model (default: %s)
+  --model         a plugin model or any RecBole sequential model (default: %s); several,
+                  comma separated, or --seeds, run a side-by-side comparison (resumable)
+  --seeds         seeds of the comparison, comma separated (default: the config's seed)
   --config_files  YAML files applied after properties/ (comma separated)
   --data_source   one-line-per-user benchmark file (or its folder) to convert (else env
                   S4REC_DATA_SOURCE, then ../shared/datasets/NAME/, then download)
@@ -55,14 +62,15 @@ def parse_args(argv):
             raise UsageError(f"argument {arg!r}: empty key; expected --key=value")
         if key in out:
             raise UsageError(f"argument --{key} given twice")
-        out[key] = value if key in ("dataset", "model", "config_files", "data_source", "results_dir") \
-            else parse_value(value)
+        out[key] = value if key in _STRING_KEYS else parse_value(value)
     return out
 
 
 def build_config(model, dataset, config_files=(), overrides=None):
-    """:class:`S4RecConfig` for ``model`` (name or class) on ``dataset`` with the project's defaults."""
-    overrides = dict(overrides or {})
+    """:class:`S4RecConfig` for ``model`` (name, variant name or class) on ``dataset`` with the
+    project's defaults; a variant's settings (e.g. ``S4Rec-kmeans``) sit just below ``overrides``."""
+    settings = {} if not isinstance(model, str) else split_variant(model)[1]
+    overrides = dict(settings, **(overrides or {}))
     overrides.setdefault("data_path", str(DATASET_DIR))
     return S4RecConfig(model=resolve_model(model), dataset=dataset,
                        config_file_list=list(config_files), config_dict=overrides)
@@ -85,13 +93,15 @@ def format_table(valid, test, protocol):
 
 
 def run(model=None, dataset=None, config_files=(), overrides=None, data_source=None, strict=False,
-        results_dir=RESULTS_DIR, saved=True):
-    """Prepare ``dataset``, train and evaluate ``model``; return the result dict (also written as JSON)."""
+        results_dir=RESULTS_DIR, saved=True, result_name=None):
+    """Prepare ``dataset``, train and evaluate ``model``; return the result dict (also written as JSON
+    to ``results_dir/result_name``, by default ``<model>-<dataset>-seed<seed>-<time>.json``)."""
     overrides = dict(overrides or {})
     model = model or default_model()
     data_path = overrides.get("data_path", str(DATASET_DIR))
     prepare_dataset(dataset, data_path, data_source=data_source, strict=strict)
     config = build_config(model, dataset, config_files, overrides)
+    label = model if isinstance(model, str) else config["model"]
     init_seed(config["seed"], config["reproducibility"])
     init_logger(config)
     logger = logging.getLogger()
@@ -110,13 +120,17 @@ def run(model=None, dataset=None, config_files=(), overrides=None, data_source=N
     t_eval = time.time()
     test = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     eval_s = time.time() - t_eval
+    users, ranks, clusters = trainer.user_ranks(test_data)
+    lengths = user_training_lengths(train_data._dataset)
+    head_min = head_threshold(lengths[lengths > 0], config["head_ratio"])
+    topk = tuple(config["topk"]) if isinstance(config["topk"], (list, tuple)) else (config["topk"],)
     protocol = {
         "split": plain(config["eval_args"]), "mask_history": bool(config["mask_history"]),
         "metrics": plain(config["metrics"]), "topk": plain(config["topk"]),
         "valid_metric": config["valid_metric"], "max_seq_length": config["MAX_ITEM_LIST_LENGTH"],
     }
     result = {
-        "model": config["model"], "dataset": dataset, "seed": config["seed"],
+        "model": label, "dataset": dataset, "seed": config["seed"],
         "protocol": protocol,
         "best_valid": plain(dict(best_valid or {})), "test": plain(dict(test)),
         "best_valid_score": float(best_valid_score),
@@ -124,18 +138,22 @@ def run(model=None, dataset=None, config_files=(), overrides=None, data_source=N
         "timings": {"epoch_train_s": [round(t, 3) for t in trainer.epoch_times],
                     "mean_epoch_train_s": round(sum(trainer.epoch_times) / max(len(trainer.epoch_times), 1), 3),
                     "fit_s": round(fit_s, 3), "test_eval_s": round(eval_s, 3), "total_s": round(time.time() - t0, 3)},
+        "head_min_length": head_min,
+        "test_by_group": summarize(ranks, lengths[users], head_min, topk),
+        "per_user": {"user": users.tolist(), "rank": ranks.tolist(), "length": lengths[users].tolist(),
+                     "cluster": clusters.tolist() if clusters is not None else None},
         "checkpoint": trainer.saved_model_file if saved else None,
         "config": plain(config.final_config_dict),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    name = f"{config['model']}-{dataset}-seed{config['seed']}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    name = result_name or f"{label}-{dataset}-seed{config['seed']}-{time.strftime('%Y%m%d-%H%M%S')}.json"
     out = Path(results_dir) / name
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     result["result_file"] = str(out)
-    label = "history masked" if protocol["mask_history"] else "history not masked"
-    table = format_table(result["best_valid"], result["test"], label)
+    which = "history masked" if protocol["mask_history"] else "history not masked"
+    table = format_table(result["best_valid"], result["test"], which)
     logger.info("\n" + table)
-    print(f"\n{config['model']} on {dataset}: {result['epochs_run']} epochs, "
+    print(f"\n{label} on {dataset}: {result['epochs_run']} epochs, "
           f"{result['timings']['mean_epoch_train_s']:.1f} s/epoch\n{table}\nresult: {out}")
     return result
 
@@ -152,8 +170,21 @@ def main(argv=None):
         source = args.pop("data_source", None)
         strict = bool(args.pop("strict", False))
         results_dir = args.pop("results_dir", RESULTS_DIR)
-        run(model=model, dataset=dataset, config_files=files, overrides=args, data_source=source,
-            strict=strict, results_dir=results_dir)
+        seeds = args.pop("seeds", None)
+        if (model and "," in model) or seeds:
+            from s4rec_recbole.compare import compare
+
+            models = [m for m in (model or default_model()).split(",") if m]
+            for m in models:
+                resolve_model(m)
+            try:
+                seeds = [int(s) for s in seeds.split(",")] if seeds else [args.get("seed", 2020)]
+            except ValueError:
+                raise UsageError(f"--seeds={seeds}: expected comma-separated integers") from None
+            compare(models, dataset, seeds, files, args, data_source=source, strict=strict, results_dir=results_dir)
+        else:
+            run(model=model, dataset=dataset, config_files=files, overrides=args, data_source=source,
+                strict=strict, results_dir=results_dir)
     except (UsageError, ConfigError, DataError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

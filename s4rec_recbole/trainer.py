@@ -151,6 +151,30 @@ class S4RecTrainer(Trainer):
         finally:
             self._history = None
 
+    @torch.no_grad()
+    def user_ranks(self, eval_data):
+        """Per evaluated user: ``(user ids [N], 0-based rank of the target [N], cluster [N] or None)``.
+
+        Ranks come from the same scores (and history masking) as :meth:`evaluate`; a tie counts in the
+        user's favour. ``cluster`` is the model's ``assign_clusters`` of the input sequence, if it has one.
+        """
+        self.model.eval()
+        self._history = getattr(eval_data, "history_matrix", None) if self.mask_history else None
+        assign = getattr(self.model, "assign_clusters", None)
+        users, ranks, clusters = [], [], []
+        try:
+            for batched in eval_data:
+                interaction, scores, _, positive_i = self._full_sort_batch_eval(batched)
+                target = scores.gather(1, positive_i.to(scores.device).view(-1, 1))
+                ranks.append((scores > target).sum(1).cpu())
+                users.append(interaction[self.config["USER_ID_FIELD"]].cpu())
+                if assign is not None:
+                    clusters.append(assign(interaction[self.model.ITEM_SEQ], interaction[self.model.ITEM_SEQ_LEN]).cpu())
+        finally:
+            self._history = None
+        return (torch.cat(users).numpy(), torch.cat(ranks).numpy(),
+                torch.cat(clusters).numpy() if clusters else None)
+
     def _full_sort_batch_eval(self, batched_data):
         interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
         if self._history is not None:

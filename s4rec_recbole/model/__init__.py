@@ -8,6 +8,14 @@ from s4rec_recbole.config import ConfigError
 
 # name -> class of every model this package adds; filled by the imports below.
 PLUGIN_MODELS = {}
+# Named variants: name -> (model, settings); e.g. the paper's ablation row "with K-means".
+VARIANTS = {"S4Rec-kmeans": ("S4Rec", {"clustering": "kmeans"})}
+
+
+def split_variant(name):
+    """``(model name, settings)`` of a variant name, or ``(name, {})``."""
+    model, settings = VARIANTS.get(name, (name, {}))
+    return model, dict(settings)
 
 
 def register(cls):
@@ -23,7 +31,7 @@ def recbole_sequential_models():
 
 
 def accepted_models():
-    return sorted(PLUGIN_MODELS) + sorted(recbole_sequential_models())
+    return sorted(PLUGIN_MODELS) + sorted(VARIANTS) + sorted(recbole_sequential_models())
 
 
 def default_model():
@@ -34,6 +42,7 @@ def resolve_model(model):
     """Model class for a name (plugin models take precedence) or the class itself."""
     if inspect.isclass(model):
         return model
+    model = split_variant(model)[0]
     if model in PLUGIN_MODELS:
         return PLUGIN_MODELS[model]
     recbole_models = recbole_sequential_models()

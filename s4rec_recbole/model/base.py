@@ -19,11 +19,16 @@ def trim(item_seq, item_seq_len):
     return item_seq[:, : int(item_seq_len.max().item())]
 
 
+def user_training_lengths(dataset):
+    """``[user_num]`` training-sequence length of each user id (0 for users without training samples)."""
+    counts = np.bincount(dataset.inter_feat[dataset.uid_field].numpy(), minlength=dataset.user_num)
+    return np.where(counts > 0, counts + 1, 0)  # a user with n training items has n - 1 prefix samples
+
+
 def training_lengths(dataset):
-    """Per-user training-sequence lengths (users with at least one training sample)."""
-    uid = dataset.inter_feat[dataset.uid_field].numpy()
-    # A user with n training items has n - 1 prefix samples.
-    return np.bincount(uid)[np.unique(uid)] + 1
+    """Training-sequence lengths of the users with at least one training sample."""
+    lengths = user_training_lengths(dataset)
+    return lengths[lengths > 0]
 
 
 def training_item_freq(dataset):

@@ -32,9 +32,18 @@ class ICLRec(ContrastiveSASRec):
             self.centroids.copy_(self.kmeans_centroids(train_data._dataset, self.n_clusters, epoch_idx))
             self.kmeans_epochs.append(epoch_idx)
 
+    def intent_ids(self, z):
+        """``[B]`` index of the nearest centroid (L2, as faiss' index search) of each detached ``z``."""
+        return torch.cdist(z.detach(), self.centroids).argmin(dim=1)
+
     def intents(self, z):
-        """``[B, d]`` nearest centroid (by L2 distance, as faiss' index search) of each detached ``z``."""
-        return self.centroids[torch.cdist(z.detach(), self.centroids).argmin(dim=1)]
+        """``[B, d]`` nearest centroid of each detached ``z``."""
+        return self.centroids[self.intent_ids(z)]
+
+    @torch.no_grad()
+    def assign_clusters(self, item_seq, item_seq_len):
+        """``[B]`` intent (cluster) of each sequence."""
+        return self.intent_ids(self.sequence_embedding(item_seq, item_seq_len))
 
     def calculate_loss(self, interaction):
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]

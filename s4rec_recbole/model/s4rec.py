@@ -75,6 +75,12 @@ class S4Rec(ContrastiveSASRec):
             adv = self.lmd * self.adversary.loss(z, item_seq_len >= self.head_min_length)
         return rec, clust, scl, ckd, adv
 
+    @torch.no_grad()
+    def assign_clusters(self, item_seq, item_seq_len):
+        """``[B]`` cluster of each sequence: argmax prototype score (online) or nearest centroid (kmeans)."""
+        z = self.sequence_embedding(item_seq, item_seq_len)
+        return (F.normalize(z, dim=-1) @ F.normalize(self.prototype_vectors(), dim=-1).t()).argmax(1)
+
     def on_epoch_start(self, trainer, train_data, epoch_idx):
         """``clustering: kmeans``: K-means over the embeddings of all training samples, once per epoch."""
         if self.clustering == "kmeans" and (self.beta1 > 0 or self.beta2 > 0):

@@ -1,0 +1,223 @@
+"""Side-by-side comparison of several models on the identical split and protocol.
+
+``python run_s4rec.py --dataset=amazon-beauty --model=SASRec,CL4SRec,ICLRec,S4Rec --seeds=1,2,3``
+
+Every (model, seed) run is stored as ``results/runs/<model>-<dataset>-seed<seed>-<config hash>.json``;
+a run whose file exists is reused, not retrained, so an interrupted comparison resumes where it stopped.
+The table (Markdown and CSV) gives test HR/NDCG@5/10/20 overall, on head users (the longest
+``head_ratio`` of training sequences) and on tail users, as mean +- std over seeds, marks the best model
+per column, and adds a paired t-test over users of the first model against each other one.
+"""
+import csv
+import hashlib
+import io
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from s4rec_recbole.config import DATASET_DIR, ConfigError  # noqa: F401
+from s4rec_recbole.data import prepare_dataset
+from s4rec_recbole.data.prepare import atomic_write_text
+from s4rec_recbole.metrics import per_user_metrics
+from s4rec_recbole.runner import RESULTS_DIR, build_config, run
+from s4rec_recbole.trainer import plain
+
+GROUPS = ("overall", "head", "tail")
+# Settings that do not change what a run computes, left out of the resume key.
+VOLATILE = {"checkpoint_dir", "show_progress", "state", "gpu_id", "use_gpu", "device", "worker", "log_wandb",
+            "eval_batch_size", "data_path", "config_files"}
+
+
+def run_key(config):
+    """Short hash of everything in the resolved configuration that affects the result."""
+    settings = {k: v for k, v in plain(config.final_config_dict).items() if k not in VOLATILE}
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def split_overrides(models, dataset, overrides):
+    """Per model, the overrides it knows: a key may belong to some models only (``n_clusters``), but
+    a key that no compared model knows is an error."""
+    known = {m: build_config(m, dataset, overrides={"data_path": overrides.get("data_path", str(DATASET_DIR))}).known_keys
+             for m in models}
+    for key in overrides:
+        if not any(key in k for k in known.values()):
+            build_config(models[0], dataset, overrides={key: overrides[key]})  # raises the usual one-line error
+    return {m: {k: v for k, v in overrides.items() if k in known[m]} for m in models}
+
+
+def load_or_run(model, dataset, seed, config_files, overrides, runs_dir, log=print):
+    """The stored result of this exact run, or a new run (stored atomically when it finishes)."""
+    over = dict(overrides, seed=seed)
+    config = build_config(model, dataset, config_files, over)
+    name = f"{model}-{dataset}-seed{seed}-{run_key(config)}.json"
+    path = Path(runs_dir) / name
+    if path.is_file():
+        log(f"reusing {path}")
+        return json.loads(path.read_text())
+    return run(model=model, dataset=dataset, config_files=config_files, overrides=over,
+               results_dir=runs_dir, result_name=name)
+
+
+def metric_names(topk):
+    return [f"{m}@{k}" for m in ("hit", "ndcg") for k in topk]
+
+
+def aggregate(runs, topk):
+    """``{group: {metric: (mean, std)}}`` over the seeds of one model."""
+    out = {}
+    for g in GROUPS:
+        out[g] = {}
+        for m in metric_names(topk):
+            values = np.array([r["test_by_group"][g][m] for r in runs])
+            out[g][m] = (float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0)
+    return out
+
+
+def user_metric(runs, metric, topk):
+    """Per-user ``metric`` averaged over seeds, indexed by user id (all runs share the same users)."""
+    per_seed = []
+    for r in runs:
+        order = np.argsort(r["per_user"]["user"])
+        per_seed.append(per_user_metrics(np.asarray(r["per_user"]["rank"])[order], topk)[metric])
+    return np.mean(per_seed, axis=0)
+
+
+def paired_tests(results, topk):
+    """p-values of a paired t-test over users, first model against each other one, per metric."""
+    models = list(results)
+    first = models[0]
+    out = {}
+    for other in models[1:]:
+        out[other] = {}
+        for m in metric_names(topk):
+            a, b = user_metric(results[first], m, topk), user_metric(results[other], m, topk)
+            out[other][m] = float(stats.ttest_rel(a, b).pvalue) if np.any(a != b) else 1.0
+    return out
+
+
+def head_rates(run):
+    """Fraction of head users in each non-empty cluster of a run (``None`` without clusters)."""
+    pu = run["per_user"]
+    if pu.get("cluster") is None:
+        return None
+    cluster = np.asarray(pu["cluster"])
+    head = np.asarray(pu["length"]) >= run["head_min_length"]
+    return [float(head[cluster == c].mean()) for c in np.unique(cluster)]
+
+
+def tables(results, topk, tests, protocol):
+    """Markdown table text and CSV rows."""
+    agg = {m: aggregate(r, topk) for m, r in results.items()}
+    metrics = metric_names(topk)
+    best = {(g, m): max(agg, key=lambda model: agg[model][g][m][0]) for g in GROUPS for m in metrics}
+    first = list(results)[0]
+    users = next(iter(results.values()))[0]["test_by_group"]["users"]
+    head_min = next(iter(results.values()))[0]["head_min_length"]
+    md = [f"Test metrics ({protocol}); mean +- std over seeds; **bold** = best per column.", "",
+          f"Users: {users['overall']} overall, {users['head']} head (training length >= {head_min}), "
+          f"{users['tail']} tail."]
+    for g in GROUPS:
+        md += ["", f"**{g}**", "", "| model | seeds | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 2)]
+        for model, r in results.items():
+            cells = []
+            for m in metrics:
+                mean, std = agg[model][g][m]
+                text = f"{mean:.4f} +- {std:.4f}"
+                cells.append(f"**{text}**" if best[(g, m)] == model else text)
+            md.append(f"| {model} | {len(r)} | " + " | ".join(cells) + " |")
+    rows = []
+    for model, r in results.items():
+        row = {"model": model, "seeds": len(r)}
+        for g in GROUPS:
+            for m in metrics:
+                row[f"{g} {m} mean"], row[f"{g} {m} std"] = agg[model][g][m]
+        if model in tests:
+            for m in metrics:
+                row[f"p {m}"] = tests[model][m]
+        rows.append(row)
+    if tests:
+        md += ["", f"Paired t-test over users (overall, per-user metric averaged over seeds): p-value of {first} vs",
+               "", "| model | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 1)]
+        md += [f"| {other} | " + " | ".join(f"{tests[other][m]:.2e}" for m in metrics) + " |" for other in tests]
+    return "\n".join(md) + "\n", rows
+
+
+def plots(results, topk, prefix):
+    """Fig. 3 (per-cluster head rate boxplot) and Fig. 4 (head/tail bars) as PNG files."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    written = []
+    rates = {m: sum((head_rates(r) or [] for r in runs), []) for m, runs in results.items()}
+    rates = {m: v for m, v in rates.items() if v}
+    if rates:
+        fig, ax = plt.subplots(figsize=(1.6 * len(rates) + 2, 4))
+        ax.boxplot(list(rates.values()))
+        ax.set_xticks(range(1, len(rates) + 1), list(rates))
+        ax.set_ylabel("fraction of head users per cluster")
+        ax.set_title("Head users per cluster (test users)")
+        path = Path(f"{prefix}-cluster-head-rate.png")
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+    metric = f"hit@{min(topk)}"
+    agg = {m: aggregate(r, topk) for m, r in results.items()}
+    fig, ax = plt.subplots(figsize=(1.6 * len(agg) + 2, 4))
+    width = 0.38
+    x = np.arange(len(agg))
+    for i, g in enumerate(("head", "tail")):
+        ax.bar(x + (i - 0.5) * width, [agg[m][g][metric][0] for m in agg], width,
+               yerr=[agg[m][g][metric][1] for m in agg], label=g)
+    ax.set_xticks(x, list(agg))
+    ax.set_ylabel(metric.upper())
+    ax.legend()
+    ax.set_title(f"Head vs tail users ({metric})")
+    path = Path(f"{prefix}-head-tail.png")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    written.append(path)
+    return written
+
+
+def compare(models, dataset, seeds=(2020,), config_files=(), overrides=None, data_source=None, strict=False,
+            results_dir=RESULTS_DIR, log=print):
+    """Train (or reuse) every model x seed, then write the comparison table, CSV and plots."""
+    overrides = dict(overrides or {})
+    prepare_dataset(dataset, overrides.get("data_path", str(DATASET_DIR)), data_source=data_source, strict=strict)
+    results_dir = Path(results_dir)
+    runs_dir = results_dir / "runs"
+    per_model = split_overrides(models, dataset, overrides)
+    results = {}
+    total, done = len(models) * len(seeds), 0
+    for model in models:
+        results[model] = []
+        for seed in seeds:
+            done += 1
+            log(f"[{done}/{total}] {model} seed {seed} on {dataset}")
+            results[model].append(load_or_run(model, dataset, seed, config_files, per_model[model], runs_dir, log))
+    first_run = results[models[0]][0]
+    topk = tuple(first_run["protocol"]["topk"])
+    protocol = "history masked" if first_run["protocol"]["mask_history"] else "history not masked"
+    if len({r["protocol"]["mask_history"] for runs in results.values() for r in runs}) > 1:
+        raise ValueError("runs mix mask_history settings; a comparison needs one protocol")
+    tests = paired_tests(results, topk) if len(models) > 1 else {}
+    md, rows = tables(results, topk, tests, protocol)
+    prefix = results_dir / f"compare-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    atomic_write_text(f"{prefix}.md", md)
+    buf = io.StringIO()
+    fields = sorted({k for row in rows for k in row}, key=lambda k: (k not in ("model", "seeds"), k))
+    writer = csv.DictWriter(buf, fieldnames=fields)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(f"{prefix}.csv", buf.getvalue())
+    written = plots(results, topk, prefix)
+    log("\n" + md)
+    log("wrote " + ", ".join(str(p) for p in [Path(f"{prefix}.md"), Path(f"{prefix}.csv"), *written]))
+    return {"results": results, "tests": tests, "markdown": md, "prefix": str(prefix)}

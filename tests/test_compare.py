@@ -1,0 +1,83 @@
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from conftest import tiny_overrides
+from s4rec_recbole import compare as cmp
+from s4rec_recbole.metrics import per_user_metrics, summarize
+from s4rec_recbole.runner import main
+
+
+def test_per_user_metrics_by_hand():
+    m = per_user_metrics([0, 4, 5, 30], topk=(5,))
+    assert m["hit@5"].tolist() == [1, 1, 0, 0]
+    assert np.allclose(m["ndcg@5"], [1.0, 1 / np.log2(6), 0, 0])
+    s = summarize([0, 4, 5, 30], [10, 3, 12, 2], head_min_length=10, topk=(5,))
+    assert s["head"]["hit@5"] == 0.5 and s["tail"]["hit@5"] == 0.5 and s["users"] == {"overall": 4, "head": 2, "tail": 2}
+
+
+def test_comparison_table_resume_and_plots(tiny_data_path, tmp_path, monkeypatch):
+    over = tiny_overrides(tiny_data_path, tmp_path, n_clusters=8)
+    out = cmp.compare(["S4Rec", "SASRec", "ICLRec"], "tiny", seeds=[1, 2], overrides=over,
+                      results_dir=tmp_path / "res", log=lambda *a: None)
+    runs = out["results"]
+    # per-user ranks reproduce RecBole's own test metrics
+    for r in runs["SASRec"] + runs["S4Rec"]:
+        assert abs(r["test_by_group"]["overall"]["ndcg@20"] - r["test"]["ndcg@20"]) < 1e-4
+        assert abs(r["test_by_group"]["overall"]["hit@10"] - r["test"]["hit@10"]) < 1e-4
+    assert runs["SASRec"][0]["per_user"]["cluster"] is None and runs["S4Rec"][0]["per_user"]["cluster"]
+    md = out["markdown"]
+    assert md.count("| S4Rec | 2 |") == 3 and "history masked" in md and "**tail**" in md
+    assert set(out["tests"]) == {"SASRec", "ICLRec"} and all(0 <= p <= 1 for p in out["tests"]["SASRec"].values())
+    prefix = out["prefix"]
+    with open(f"{prefix}.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["model"] for r in rows] == ["S4Rec", "SASRec", "ICLRec"]
+    assert float(rows[0]["tail hit@5 mean"]) >= 0
+    for png in ("cluster-head-rate", "head-tail"):
+        assert open(f"{prefix}-{png}.png", "rb").read(4) == b"\x89PNG"
+    assert len(list((tmp_path / "res" / "runs").glob("*.json"))) == 6
+
+    def no_training(**kwargs):
+        raise AssertionError("a finished run was trained again")
+
+    monkeypatch.setattr(cmp, "run", no_training)
+    again = cmp.compare(["S4Rec", "SASRec", "ICLRec"], "tiny", seeds=[1, 2], overrides=over,
+                        results_dir=tmp_path / "res", log=lambda *a: None)
+    assert again["tests"] == out["tests"]
+    with pytest.raises(AssertionError, match="trained again"):  # another config is another run
+        cmp.compare(["SASRec"], "tiny", seeds=[1], overrides=tiny_overrides(tiny_data_path, tmp_path, n_layers=1),
+                    results_dir=tmp_path / "res", log=lambda *a: None)
+
+
+def test_head_rates():
+    run = {"per_user": {"cluster": [0, 0, 1, 1, 1], "length": [20, 3, 20, 20, 3]}, "head_min_length": 10}
+    assert cmp.head_rates(run) == [0.5, pytest.approx(2 / 3)]
+    assert cmp.head_rates({"per_user": {"cluster": None}}) is None
+
+
+def test_cli_comparison_arguments(tmp_path, capsys):
+    assert main(["--dataset=tiny", "--model=SASRec,Nope", f"--data_path={tmp_path}"]) == 2
+    assert "unknown model 'Nope'" in capsys.readouterr().err
+    assert main(["--dataset=tiny", "--model=SASRec", "--seeds=1,x", f"--data_path={tmp_path}"]) == 2
+    assert "--seeds=1,x: expected comma-separated integers" in capsys.readouterr().err
+
+
+def test_model_specific_keys_in_a_comparison(tiny_data_path):
+    per = cmp.split_overrides(["S4Rec", "SASRec"], "tiny", {"n_clusters": 8, "epochs": 1})
+    assert per["S4Rec"] == {"n_clusters": 8, "epochs": 1} and per["SASRec"] == {"epochs": 1}
+    with pytest.raises(cmp.ConfigError, match="unknown config key 'n_clusterz'.*did you mean 'n_clusters'"):
+        cmp.split_overrides(["S4Rec", "SASRec"], "tiny", {"n_clusterz": 8})
+
+
+def test_kmeans_variant_by_name(tiny_data_path, tmp_path):
+    from s4rec_recbole.runner import build_config, run
+
+    cfg = build_config("S4Rec-kmeans", "tiny", overrides=tiny_overrides(tiny_data_path))
+    assert cfg["model"] == "S4Rec" and cfg["clustering"] == "kmeans"
+    res = run("S4Rec-kmeans", "tiny", overrides=tiny_overrides(tiny_data_path, tmp_path, n_clusters=8),
+              results_dir=tmp_path / "res")
+    assert res["model"] == "S4Rec-kmeans" and res["config"]["clustering"] == "kmeans"
+    assert res["per_user"]["cluster"] is not None
