@@ -39,8 +39,12 @@ def test_iclrec_parts_and_centroids_each_epoch(tiny_data_path, tmp_path):
     batch = next(iter(train))
     rec, instance, intent = m.calculate_loss(batch)
     assert all(torch.isfinite(x) for x in (rec, instance, intent)) and instance.item() > 0 and intent.item() > 0
+    m.eval()
+    before = m.assign_clusters(batch["item_id_list"], batch["item_length"])
     m.on_epoch_start(trainer, train, 2)
     assert not torch.equal(c, m.centroids)  # recomputed from the new embeddings
+    m.centroids.copy_(m.centroids.flip(0))
+    assert not torch.equal(before, m.assign_clusters(batch["item_id_list"], batch["item_length"]))
     z = torch.randn(5, m.hidden_size)
     nearest = m.intents(z)
     d = torch.cdist(z, m.centroids)

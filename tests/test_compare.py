@@ -81,3 +81,20 @@ def test_kmeans_variant_by_name(tiny_data_path, tmp_path):
               results_dir=tmp_path / "res")
     assert res["model"] == "S4Rec-kmeans" and res["config"]["clustering"] == "kmeans"
     assert res["per_user"]["cluster"] is not None
+
+
+def test_paired_t_test_matches_hand_computation():
+    from scipy import stats
+
+    def fake(ranks):
+        return {"per_user": {"user": [3, 1, 2, 4, 5], "rank": ranks}}
+
+    a = [0, 3, 9, 1, 30]   # users 3 1 2 4 5
+    b = [2, 3, 30, 0, 40]
+    results = {"A": [fake(a)], "B": [fake(b)]}
+    p = cmp.paired_tests(results, (5,))["B"]["ndcg@5"]
+    ndcg = lambda r: 1 / np.log2(r + 2) if r < 5 else 0.0
+    d = np.array([ndcg(x) - ndcg(y) for x, y in zip(a, b)])
+    t = d.mean() / (d.std(ddof=1) / np.sqrt(len(d)))
+    assert p == pytest.approx(2 * stats.t.sf(abs(t), df=len(d) - 1))
+    assert p == pytest.approx(stats.ttest_rel([ndcg(x) for x in a], [ndcg(y) for y in b]).pvalue)
