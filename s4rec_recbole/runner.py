@@ -14,6 +14,7 @@ from recbole.utils import init_logger, init_seed
 
 from s4rec_recbole.config import DATASET_DIR, ConfigError, S4RecConfig, parse_value
 from s4rec_recbole.data import DataError, prepare_dataset
+from s4rec_recbole.data.loader import BucketedTrainDataLoader
 from s4rec_recbole.model import default_model, resolve_model, split_variant
 from s4rec_recbole.trainer import S4RecTrainer, history_matrices, plain
 from s4rec_recbole.data.prepare import atomic_write_text
@@ -80,6 +81,10 @@ def prepare_data(config):
     """RecBole dataset and loaders, with the history matrices that ``mask_history`` needs."""
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
+    if config["length_bucket_pool"]:
+        if not config["single_spec"]:
+            raise ConfigError("length_bucket_pool: not supported with distributed training; set it to 0")
+        train_data = BucketedTrainDataLoader(config, train_data._dataset, train_data._sampler, shuffle=True)
     valid_data.history_matrix, test_data.history_matrix = history_matrices(train_data, valid_data)
     return dataset, train_data, valid_data, test_data
 
