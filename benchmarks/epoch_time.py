@@ -1,0 +1,258 @@
+"""Training-speed benchmark: seconds per epoch of S4Rec, its variants and the baselines.
+
+    python benchmarks/epoch_time.py --dataset=amazon-beauty [--steps=60] [--repeats=3] [--fractions=0.25,0.5,1]
+
+Each measured setting trains ``steps`` optimizer steps (after ``warmup`` steps that are not timed);
+the settings are interleaved and repeated, and the median over repeats of the mean step time times the
+number of batches gives the estimated epoch. The per-epoch K-means of the K-means variants is timed on
+its own. Peak memory is the peak RSS of a separate process that runs the same setting. A Markdown
+table, with the machine description, goes to ``benchmarks/results/``.
+"""
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import torch  # noqa: E402
+
+from s4rec_recbole import compat  # noqa: E402,F401
+from recbole.trainer import Trainer  # noqa: E402
+from recbole.utils import init_seed  # noqa: E402
+
+from s4rec_recbole.config import DATASET_DIR  # noqa: E402
+from s4rec_recbole.data import prepare_dataset  # noqa: E402
+from s4rec_recbole.data.prepare import atomic_write_text  # noqa: E402
+from s4rec_recbole.runner import build_config, prepare_data  # noqa: E402
+from s4rec_recbole.trainer import S4RecTrainer  # noqa: E402
+
+OFF = {"alpha": 0.0, "beta1": 0.0, "beta2": 0.0, "lambda": 0.0}
+BUCKET = {"length_bucket_pool": 32}
+# label -> (model, overrides, autograd anomaly detection on as RecBole ships it)
+SETTINGS = {
+    "SASRec (RecBole as shipped, anomaly on)": ("SASRec", {}, True),
+    "SASRec (RecBole, anomaly off)": ("SASRec", {}, False),
+    "SASRec path (S4Rec, aux weights 0, bucketed)": ("S4Rec", {**OFF, **BUCKET}, False),
+    "S4Rec (random batches)": ("S4Rec", {}, False),
+    "S4Rec (bucketed)": ("S4Rec", BUCKET, False),
+    "S4Rec-kmeans (bucketed)": ("S4Rec-kmeans", BUCKET, False),
+    "ICLRec (bucketed)": ("ICLRec", BUCKET, False),
+}
+
+
+def machine():
+    cpu = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{platform.node()}: {cpu}, {os.cpu_count()} logical cores, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads), Python {platform.python_version()}")
+
+
+class Setting:
+    """One model/configuration with its data loader, optimizer and a running batch iterator."""
+
+    def __init__(self, label, model, overrides, anomaly, dataset, data_path, batch_size):
+        self.label, self.anomaly = label, anomaly
+        over = {"data_path": str(data_path), "state": "ERROR", "show_progress": False,
+                "train_batch_size": batch_size, "use_gpu": False, **overrides}
+        self.config = build_config(model, dataset, overrides=over)
+        init_seed(self.config["seed"], True)
+        _, self.train, self.valid, _ = prepare_data(self.config)
+        self.model = self.config.model_class(self.config, self.train._dataset)
+        self.trainer = S4RecTrainer(self.config, self.model)
+        self.batches = len(self.train)
+        self._it = iter(self.train)
+
+    def next_batch(self):
+        try:
+            return next(self._it)
+        except StopIteration:
+            self._it = iter(self.train)
+            return next(self._it)
+
+    def steps(self, n):
+        """Mean seconds per optimizer step over ``n`` steps."""
+        self.model.train()
+        torch.autograd.set_detect_anomaly(self.anomaly)
+        try:
+            start = time.perf_counter()
+            for _ in range(n):
+                batch = self.next_batch()
+                self.trainer.optimizer.zero_grad()
+                losses = self.model.calculate_loss(batch)
+                loss = sum(losses) if isinstance(losses, tuple) else losses
+                loss.backward()
+                self.trainer.optimizer.step()
+            return (time.perf_counter() - start) / n
+        finally:
+            torch.autograd.set_detect_anomaly(False)
+
+    def clustering_seconds(self):
+        """Seconds of the per-epoch K-means hook (0 for models without one)."""
+        if not (getattr(self.model, "clustering", None) == "kmeans" or hasattr(self.model, "intent_ids")):
+            return 0.0
+        start = time.perf_counter()
+        self.model.on_epoch_start(self.trainer, self.train, 0)
+        return time.perf_counter() - start
+
+
+def eval_seconds(setting):
+    """Full-ranking validation time: RecBole's Trainer vs ours (history masking included)."""
+    out = {}
+    for name, cls in (("RecBole Trainer", Trainer), ("S4RecTrainer (masked)", S4RecTrainer)):
+        trainer = cls(setting.config, setting.model)
+        times = []
+        for _ in range(2):
+            start = time.perf_counter()
+            trainer.evaluate(setting.valid, load_best_model=False)
+            times.append(time.perf_counter() - start)
+        out[name] = min(times)
+    return out
+
+
+def subset_dataset(dataset, fraction, data_path):
+    """A copy of ``dataset``'s atomic file with its first ``fraction`` of users, as ``<dataset>-pNN``."""
+    name = f"{dataset}-p{int(round(fraction * 100))}"
+    target = Path(data_path) / name / f"{name}.inter"
+    if not target.is_file():
+        header, *lines = (Path(data_path) / dataset / f"{dataset}.inter").read_text().splitlines(keepends=True)
+        users = list(dict.fromkeys(line.split("\t", 1)[0] for line in lines))
+        keep = set(users[: max(1, int(len(users) * fraction))])
+        atomic_write_text(target, header + "".join(l for l in lines if l.split("\t", 1)[0] in keep))
+    return name
+
+
+def peak_rss_mb(label, args):
+    """Peak RSS (MB) of a fresh process that builds ``label`` and runs a few steps."""
+    cmd = [sys.executable, __file__, f"--dataset={args.dataset}", f"--batch_size={args.batch_size}",
+           f"--data_path={args.data_path}", f"--memory_probe={label}"]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    try:
+        return float(out.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return float("nan")
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", default="amazon-beauty")
+    parser.add_argument("--steps", type=int, default=60)
+    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch_size", type=int, default=512)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    parser.add_argument("--fractions", default="0.25,0.5,1.0", help="user fractions for the cost growth table")
+    parser.add_argument("--only", default="", help="comma-separated labels (prefix match) to measure")
+    parser.add_argument("--no_memory", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="print torch.profiler's top ops of S4Rec")
+    parser.add_argument("--data_path", default=str(DATASET_DIR))
+    parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
+    parser.add_argument("--memory_probe", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data_path = Path(args.data_path)
+    prepare_dataset(args.dataset, data_path)
+
+    if args.memory_probe:
+        model, over, anomaly = SETTINGS[args.memory_probe]
+        s = Setting(args.memory_probe, model, over, anomaly, args.dataset, data_path, args.batch_size)
+        s.steps(10)
+        s.clustering_seconds()
+        print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+        return
+
+    labels = [k for k in SETTINGS if not args.only or any(k.startswith(p) for p in args.only.split(","))]
+    settings = [Setting(k, *SETTINGS[k], args.dataset, data_path, args.batch_size) for k in labels]
+    for s in settings:
+        s.steps(args.warmup)
+    step_times = {s.label: [] for s in settings}
+    cluster_times = {s.label: [] for s in settings}
+    for r in range(args.repeats):
+        for s in settings:
+            step_times[s.label].append(s.steps(args.steps))
+            cluster_times[s.label].append(s.clustering_seconds())
+        print(f"repeat {r + 1}/{args.repeats} done", flush=True)
+
+    rows = []
+    for s in settings:
+        step = statistics.median(step_times[s.label])
+        clus = statistics.median(cluster_times[s.label])
+        rows.append({"label": s.label, "batches": s.batches, "step_s": step, "train_s": step * s.batches,
+                     "cluster_s": clus, "epoch_s": step * s.batches + clus,
+                     "peak_rss_mb": float("nan") if args.no_memory else peak_rss_mb(s.label, args)})
+    by = {r["label"]: r for r in rows}
+
+    lines = [f"# Epoch-time benchmark: {args.dataset}", "", f"Machine: {machine()}", "",
+             f"Command: `python benchmarks/epoch_time.py {' '.join(sys.argv[1:])}`", "",
+             f"Batch size {args.batch_size}; {args.steps} timed steps x {args.repeats} interleaved repeats after "
+             f"{args.warmup} warm-up steps; epoch = median step time x batches (+ the per-epoch K-means).", "",
+             "| setting | batches | s/step | train s/epoch | K-means s/epoch | epoch s | peak RSS MB |",
+             "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['label']} | {r['batches']} | {r['step_s']:.4f} | {r['train_s']:.1f} | {r['cluster_s']:.1f} | "
+              f"{r['epoch_s']:.1f} | {r['peak_rss_mb']:.0f} |" for r in rows]
+    ratios = []
+
+    def ratio(name, a, b):
+        if a in by and b in by:
+            ratios.append(f"- `{name} = {by[a]['epoch_s'] / by[b]['epoch_s']:.2f}` ({a} / {b})")
+
+    shipped = "SASRec (RecBole as shipped, anomaly on)"
+    ratio("S4Rec/SASRec", "S4Rec (bucketed)", shipped)
+    ratio("S4Rec(random batches)/SASRec", "S4Rec (random batches)", shipped)
+    ratio("SASRec path/SASRec", "SASRec path (S4Rec, aux weights 0, bucketed)", shipped)
+    ratio("online/kmeans", "S4Rec (bucketed)", "S4Rec-kmeans (bucketed)")
+    ratio("online/ICLRec", "S4Rec (bucketed)", "ICLRec (bucketed)")
+    lines += ["", "Ratios of epoch time (lower is faster):", ""] + ratios
+
+    if settings and settings[0].label.startswith("SASRec"):
+        ev = eval_seconds(settings[0])
+        lines += ["", f"Full-ranking validation ({len(settings[0].valid._dataset)} users), same SASRec weights: "
+                  + ", ".join(f"{k} {v:.2f} s" for k, v in ev.items())]
+
+    fractions = [float(f) for f in args.fractions.split(",") if f]
+    if fractions:
+        lines += ["", "Cost growth with the number of users (bucketed batches):", "",
+                  "| users | S4Rec epoch s | S4Rec-kmeans train s | S4Rec-kmeans K-means s | S4Rec-kmeans epoch s |",
+                  "|---|---|---|---|---|"]
+        for f in fractions:
+            name = subset_dataset(args.dataset, f, data_path) if f < 1 else args.dataset
+            online = Setting("S4Rec", "S4Rec", BUCKET, False, name, data_path, args.batch_size)
+            km = Setting("S4Rec-kmeans", "S4Rec-kmeans", BUCKET, False, name, data_path, args.batch_size)
+            online.steps(args.warmup), km.steps(args.warmup)
+            o = statistics.median(online.steps(args.steps) for _ in range(args.repeats)) * online.batches
+            k_train = statistics.median(km.steps(args.steps) for _ in range(args.repeats)) * km.batches
+            k_clu = statistics.median(km.clustering_seconds() for _ in range(args.repeats))
+            lines.append(f"| {int(f * 100)}% ({len(online.train._dataset)} samples) | {o:.1f} | {k_train:.1f} | "
+                         f"{k_clu:.1f} | {k_train + k_clu:.1f} |")
+
+    if args.profile:
+        s = next(s for s in settings if s.label.startswith("S4Rec"))
+        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+            s.steps(10)
+        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
+        lines += ["", f"torch.profiler, 10 steps of {s.label}, top ops by self CPU time:", "", "```", table, "```"]
+
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out = Path(args.out) / f"epoch_time-{args.dataset}-{time.strftime('%Y%m%d-%H%M%S')}.md"
+    atomic_write_text(out, text)
+    atomic_write_text(out.with_suffix(".json"), json.dumps({"rows": rows, "machine": machine()}, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
