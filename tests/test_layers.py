@@ -241,3 +241,26 @@ def test_augmenter_mixes_operators_and_validates():
         SequenceAugmenter(N_ITEMS, operators=("shuffle",))
     with pytest.raises(ValueError, match="crop_ratio=1.5"):
         SequenceAugmenter(N_ITEMS, crop_ratio=1.5)
+
+# ---------------------------------------------------------------- fast dropout
+
+
+def test_fast_dropout_matches_dropout_semantics():
+    from s4rec_recbole.layers import FastDropout, use_fast_dropout
+
+    torch.manual_seed(0)
+    drop = FastDropout(0.3)
+    x = torch.ones(200, 500, requires_grad=True)
+    y = drop(x)
+    kept = y != 0
+    assert abs(kept.float().mean().item() - 0.7) < 0.01
+    assert torch.allclose(y[kept], torch.full_like(y[kept], 1 / 0.7))
+    y.sum().backward()
+    assert torch.allclose(x.grad, kept.float() / 0.7)  # gradient = the mask, scaled
+    drop.eval()
+    assert torch.equal(drop(x), x)
+    net = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Sequential(torch.nn.Dropout(0.2)))
+    use_fast_dropout(net)
+    assert isinstance(net[1][0], FastDropout) and net[1][0].p == 0.2
+    with pytest.raises(ValueError, match="dropout probability 1.0"):
+        FastDropout(1.0)

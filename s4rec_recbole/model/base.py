@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from recbole.model.sequential_recommender import SASRec
 
-from s4rec_recbole.layers import MaskableEmbedding, SequenceAugmenter, kmeans
+from s4rec_recbole.layers import MaskableEmbedding, SequenceAugmenter, kmeans, use_fast_dropout
 
 
 def trim(item_seq, item_seq_len):
@@ -77,6 +77,8 @@ class ContrastiveSASRec(SASRec):
             item_freq=training_item_freq(dataset))
         self.embed_batch_size = int(config["eval_batch_size"])
         self.seed = int(config["seed"])
+        if config["fast_dropout"]:
+            use_fast_dropout(self)
 
     # ------------------------------------------------------------------ encoder
     def encode(self, item_seq):
