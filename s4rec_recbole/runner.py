@@ -15,6 +15,7 @@ from recbole.utils import init_logger, init_seed
 from s4rec_recbole.config import DATASET_DIR, ConfigError, S4RecConfig, parse_value
 from s4rec_recbole.data import DataError, prepare_dataset
 from s4rec_recbole.data.loader import BucketedTrainDataLoader
+from s4rec_recbole.recommend import RecommendError
 from s4rec_recbole.model import default_model, resolve_model, split_variant
 from s4rec_recbole.trainer import S4RecTrainer, history_matrices, plain
 from s4rec_recbole.data.prepare import atomic_write_text
@@ -26,7 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "results"
 # Runner options that are not RecBole configuration keys.
 RUNNER_KEYS = {"dataset", "model", "config_files", "data_source", "strict", "results_dir", "seeds"}
-_STRING_KEYS = ("dataset", "model", "config_files", "data_source", "results_dir", "seeds")
+_STRING_KEYS = ("dataset", "model", "config_files", "data_source", "results_dir", "seeds",
+                "checkpoint", "user", "items", "output")
+_FLAGS = ("recommend", "all_users", "exclude_history")
 
 USAGE = """usage: python run_s4rec.py --dataset=NAME [--model=NAME[,NAME...]] [--seeds=1,2,3]
                          [--config_files=a.yaml,b.yaml] [--data_source=PATH] [--strict=true]
@@ -42,6 +45,10 @@ USAGE = """usage: python run_s4rec.py --dataset=NAME [--model=NAME[,NAME...]] [-
                   S4REC_DATA_SOURCE, then ../shared/datasets/NAME/, then download)
   --strict        fail on users with fewer than 3 items instead of skipping them
   --key=value     any RecBole or model configuration key, e.g. --epochs=20 --learning_rate=1e-3
+
+       python run_s4rec.py --recommend --checkpoint=PATH (--user=ID | --items=ID,ID,... |
+                           --all_users --output=recs.csv) [--topk=10] [--exclude_history] [--data_path=DIR]
+  recommends with a trained checkpoint (ids as in the data files)
 """
 
 
@@ -56,6 +63,8 @@ def parse_args(argv):
         if arg in ("-h", "--help"):
             print(USAGE % default_model())
             raise SystemExit(0)
+        if arg[2:] in _FLAGS:
+            arg = arg + "=true"
         if not arg.startswith("--") or "=" not in arg:
             raise UsageError(f"argument {arg!r}: expected --key=value")
         key, value = arg[2:].split("=", 1)
@@ -167,6 +176,8 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     try:
         args = parse_args(argv)
+        if args.pop("recommend", False):
+            return recommend_main(args)
         dataset = args.pop("dataset", None)
         if not dataset:
             raise UsageError("missing --dataset=NAME (e.g. --dataset=amazon-beauty)")
@@ -190,7 +201,38 @@ def main(argv=None):
         else:
             run(model=model, dataset=dataset, config_files=files, overrides=args, data_source=source,
                 strict=strict, results_dir=results_dir)
-    except (UsageError, ConfigError, DataError) as e:
+    except (UsageError, ConfigError, DataError, RecommendError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    return 0
+
+
+def recommend_main(args):
+    """``--recommend``: print or write top-k items from a checkpoint."""
+    from s4rec_recbole.recommend import load
+
+    path = args.pop("checkpoint", None)
+    if not path:
+        raise UsageError("--recommend needs --checkpoint=PATH (a .pth file written by training)")
+    user, items, all_users = args.pop("user", None), args.pop("items", None), args.pop("all_users", False)
+    output, topk = args.pop("output", None), args.pop("topk", 10)
+    exclude, data_path = bool(args.pop("exclude_history", False)), args.pop("data_path", None)
+    if args:
+        raise UsageError(f"--recommend does not take --{next(iter(args))}; expected --checkpoint, --user, --items, "
+                         "--all_users, --output, --topk, --exclude_history, --data_path")
+    if sum(x is not None and x is not False for x in (user, items, all_users or None)) != 1:
+        raise UsageError("--recommend needs exactly one of --user=ID, --items=ID,ID,... or --all_users")
+    if isinstance(topk, bool) or not isinstance(topk, int) or topk < 1:
+        raise UsageError(f"--topk={topk}: expected a positive integer")
+    rec = load(path, data_path)
+    if all_users:
+        if not output:
+            raise UsageError("--all_users needs --output=FILE.csv")
+        rec.recommend_all(output, topk, exclude)
+        print(f"wrote {output}")
+        return 0
+    top = rec.recommend(user=user, items=items.split(",") if items else None, topk=topk, exclude_history=exclude)
+    print("rank\titem_id\tscore")
+    for r, (item, score) in enumerate(top, start=1):
+        print(f"{r}\t{item}\t{score:.4f}")
     return 0

@@ -94,6 +94,9 @@ class S4RecTrainer(Trainer):
         saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
         state = {
             "model": self.config["model"],
+            "dataset": self.config["dataset"],
+            # what the user set (project YAML, config files, command line): enough to rebuild the config
+            "settings": plain(self.config.external_config_dict),
             "config": plain(self.config.final_config_dict),
             "epoch": epoch,
             "cur_step": self.cur_step,
