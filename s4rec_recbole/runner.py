@@ -158,9 +158,9 @@ def run(model=None, dataset=None, config_files=(), overrides=None, data_source=N
                      "cluster": clusters.tolist() if clusters is not None else None},
         "checkpoint": trainer.saved_model_file if saved else None,
         "config": plain(config.final_config_dict),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "run_id": trainer.run_id,
     }
-    name = result_name or f"{label}-{dataset}-seed{config['seed']}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    name = result_name or f"{label}-{dataset}-seed{config['seed']}-{trainer.run_id}.json"
     out = Path(results_dir) / name
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     result["result_file"] = str(out)

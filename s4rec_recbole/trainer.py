@@ -9,7 +9,8 @@
 import enum
 import os
 import tempfile
-from time import time
+import time
+import uuid
 
 import numpy as np
 import scipy.sparse as sp
@@ -83,6 +84,10 @@ class S4RecTrainer(Trainer):
 
     def __init__(self, config, model):
         super().__init__(config, model)
+        # RecBole names checkpoints <model>-<time to the second>.pth: two runs started in the same second
+        # would overwrite each other. Add the dataset and a unique run id.
+        self.run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        self.saved_model_file = os.path.join(self.checkpoint_dir, f"{config['model']}-{config['dataset']}-{self.run_id}.pth")
         self.mask_history = bool(config["mask_history"])
         self.epoch_times = []
         self._history = None
@@ -127,11 +132,11 @@ class S4RecTrainer(Trainer):
     # ----------------------------------------------------------------- training
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         hook = getattr(self.model, "on_epoch_start", None)
-        start = time()
+        start = time.time()
         if hook is not None:
             hook(self, train_data, epoch_idx)
         loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
-        self.epoch_times.append(time() - start)
+        self.epoch_times.append(time.time() - start)
         return loss
 
     # ----------------------------------------------------------------- evaluation

@@ -129,3 +129,11 @@ def test_mask_history_hand_checked(tmp_path):
     # test: user 1's 5 behind 6 7 8 9 (1-4 masked) -> 5th; user 2's 10 behind 1 2 3 4 5 -> 6th
     assert t_m["hit@5"] == 0.5 and t_u["hit@5"] == 0.0
     assert abs(t_m["ndcg@5"] - 0.5 / np.log2(6)) < 1e-4  # RecBole rounds to 4 places
+
+
+def test_same_seed_same_metrics_and_distinct_run_files(tiny_data_path, tmp_path):
+    over = tiny_overrides(tiny_data_path, tmp_path, n_clusters=8)
+    a = run("S4Rec", "tiny", overrides=over, results_dir=tmp_path / "res")
+    b = run("S4Rec", "tiny", overrides=over, results_dir=tmp_path / "res")
+    assert a["test"] == b["test"] and a["best_valid"] == b["best_valid"]
+    assert a["checkpoint"] != b["checkpoint"] and a["result_file"] != b["result_file"]

@@ -5,7 +5,6 @@ import sys
 
 import pytest
 import torch
-from recbole.model.sequential_recommender import SASRec
 from recbole.utils import init_seed
 
 from conftest import REPO, tiny_overrides
