@@ -130,12 +130,32 @@ class S4RecTrainer(Trainer):
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
 
     # ----------------------------------------------------------------- training
+    def _checked_loss(self, epoch_idx):
+        """``calculate_loss`` that stops at the first NaN/inf part, naming it, the epoch and the batch."""
+        names = getattr(self.model, "loss_names", None)
+        batch = [0]
+
+        def loss_func(interaction):
+            losses = self.model.calculate_loss(interaction)
+            parts = losses if isinstance(losses, tuple) else (losses,)
+            for i, part in enumerate(parts):
+                if not torch.isfinite(part).all():
+                    name = names[i] if names and i < len(names) else f"part {i + 1}"
+                    raise FloatingPointError(
+                        f"loss {name} is {part.item()} at epoch {epoch_idx}, batch {batch[0]}; training stopped, "
+                        f"the last good checkpoint is {self.saved_model_file}")
+            batch[0] += 1
+            return losses
+
+        return loss_func
+
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         hook = getattr(self.model, "on_epoch_start", None)
         start = time.time()
         if hook is not None:
             hook(self, train_data, epoch_idx)
-        loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress)
+        loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func or self._checked_loss(epoch_idx),
+                                    show_progress=show_progress)
         self.epoch_times.append(time.time() - start)
         return loss
 

@@ -136,3 +136,16 @@ def test_s4rec_end_to_end_logs_every_finite_part(tiny_source, tmp_path):
     line = next(l for l in proc.stderr.splitlines() + proc.stdout.splitlines() if "epoch 0 training" in l)
     losses = [float(x) for x in re.findall(r"train_loss\d: ([-\d.e+naif]+)", line)]
     assert len(losses) == 5 and all(math.isfinite(x) for x in losses), line
+
+
+def test_nan_part_stops_training_with_its_name(tiny_data_path, tmp_path, monkeypatch):
+    from s4rec_recbole.trainer import S4RecTrainer
+
+    cfg, s4, train = make("S4Rec", tiny_data_path, n_clusters=8, checkpoint_dir=str(tmp_path))
+    _, _, valid, _ = prepare_data(cfg)
+    trainer = S4RecTrainer(cfg, s4)
+    original = s4.calculate_loss
+    monkeypatch.setattr(s4, "calculate_loss", lambda inter: tuple(
+        p * float("nan") if i == 3 else p for i, p in enumerate(original(inter))))
+    with pytest.raises(FloatingPointError, match=r"loss ckd is nan at epoch 0, batch 0"):
+        trainer.fit(train, valid)

@@ -13,6 +13,8 @@ from s4rec_recbole.model.base import ContrastiveSASRec, choice, number
 class CL4SRec(ContrastiveSASRec):
     r"""SASRec + sequence-level contrastive learning. Shapes as :class:`ContrastiveSASRec`."""
 
+    loss_names = ("rec", "cl")
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.cl_weight = number(config, "cl_weight")

@@ -16,6 +16,8 @@ from s4rec_recbole.model.base import ContrastiveSASRec, choice, number
 class ICLRec(ContrastiveSASRec):
     r"""SASRec + instance and intent contrastive learning. Centroids: buffer ``[K, d]``."""
 
+    loss_names = ("rec", "instance", "intent")
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.cl_weight = number(config, "cl_weight")

@@ -23,6 +23,8 @@ class S4Rec(ContrastiveSASRec):
     Shapes: ``item_seq [B, L]``, ``item_seq_len [B]``; prototypes ``[K, d]``; ``forward -> [B, d]``.
     """
 
+    loss_names = ("rec", "clust", "scl", "ckd", "adv")
+
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.alpha, self.beta1 = number(config, "alpha"), number(config, "beta1")
