@@ -26,8 +26,8 @@ from s4rec_recbole.model.base import user_training_lengths
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "results"
 # Runner options that are not RecBole configuration keys.
-RUNNER_KEYS = {"dataset", "model", "config_files", "data_source", "strict", "results_dir", "seeds"}
-_STRING_KEYS = ("dataset", "model", "config_files", "data_source", "results_dir", "seeds",
+RUNNER_KEYS = {"dataset", "model", "config_files", "data_source", "strict", "results_dir", "seeds", "resume"}
+_STRING_KEYS = ("dataset", "model", "config_files", "data_source", "results_dir", "seeds", "resume",
                 "checkpoint", "user", "items", "output")
 _FLAGS = ("recommend", "all_users", "exclude_history")
 
@@ -44,6 +44,7 @@ USAGE = """usage: python run_s4rec.py --dataset=NAME [--model=NAME[,NAME...]] [-
   --data_source   one-line-per-user benchmark file (or its folder) to convert (else env
                   S4REC_DATA_SOURCE, then ../shared/datasets/NAME/, then download)
   --strict        fail on users with fewer than 3 items instead of skipping them
+  --resume        continue an interrupted training from its saved/<...>.last.pth (exactly, same RNG state)
   --key=value     any RecBole or model configuration key, e.g. --epochs=20 --learning_rate=1e-3
 
        python run_s4rec.py --recommend --checkpoint=PATH (--user=ID | --items=ID,ID,... |
@@ -107,7 +108,7 @@ def format_table(valid, test, protocol):
 
 
 def run(model=None, dataset=None, config_files=(), overrides=None, data_source=None, strict=False,
-        results_dir=RESULTS_DIR, saved=True, result_name=None):
+        results_dir=RESULTS_DIR, saved=True, result_name=None, resume=None):
     """Prepare ``dataset``, train and evaluate ``model``; return the result dict (also written as JSON
     to ``results_dir/result_name``, by default ``<model>-<dataset>-seed<seed>-<time>.json``)."""
     overrides = dict(overrides or {})
@@ -127,6 +128,10 @@ def run(model=None, dataset=None, config_files=(), overrides=None, data_source=N
     model_obj = config.model_class(config, train_data._dataset).to(config["device"])
     logger.info(model_obj)
     trainer = S4RecTrainer(config, model_obj)
+    if resume:
+        if not Path(resume).is_file():
+            raise UsageError(f"--resume={resume}: no such file; expected a checkpoint (*.last.pth continues exactly)")
+        trainer.resume_checkpoint(resume)
     t_fit = time.time()
     best_valid_score, best_valid = trainer.fit(train_data, valid_data, saved=saved,
                                                show_progress=config["show_progress"])
@@ -158,7 +163,7 @@ def run(model=None, dataset=None, config_files=(), overrides=None, data_source=N
                      "cluster": clusters.tolist() if clusters is not None else None},
         "checkpoint": trainer.saved_model_file if saved else None,
         "config": plain(config.final_config_dict),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "run_id": trainer.run_id,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "run_id": trainer.run_id, "resumed_from": resume,
     }
     name = result_name or f"{label}-{dataset}-seed{config['seed']}-{trainer.run_id}.json"
     out = Path(results_dir) / name
@@ -187,6 +192,7 @@ def main(argv=None):
         strict = bool(args.pop("strict", False))
         results_dir = args.pop("results_dir", RESULTS_DIR)
         seeds = args.pop("seeds", None)
+        resume = args.pop("resume", None)
         if (model and "," in model) or seeds:
             from s4rec_recbole.compare import compare
 
@@ -200,7 +206,7 @@ def main(argv=None):
             compare(models, dataset, seeds, files, args, data_source=source, strict=strict, results_dir=results_dir)
         else:
             run(model=model, dataset=dataset, config_files=files, overrides=args, data_source=source,
-                strict=strict, results_dir=results_dir)
+                strict=strict, results_dir=results_dir, resume=resume)
     except (UsageError, ConfigError, DataError, RecommendError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

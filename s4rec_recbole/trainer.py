@@ -8,6 +8,7 @@
 """
 import enum
 import os
+import random
 import tempfile
 import time
 import uuid
@@ -25,12 +26,12 @@ def plain(value):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
         return [plain(v) for v in value]
+    if isinstance(value, (np.generic, torch.Tensor)) and np.size(value) == 1:  # np.float64 is also a float
+        return value.item()
     if isinstance(value, (bool, int, float, str)) or value is None:
         return value
     if isinstance(value, enum.Enum):
         return value.name
-    if isinstance(value, (np.integer, np.floating)):
-        return value.item()
     return str(value)
 
 
@@ -93,11 +94,13 @@ class S4RecTrainer(Trainer):
         self._history = None
 
     # ----------------------------------------------------------------- checkpoints
-    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
-        if not self.config["single_spec"] and self.config["local_rank"] != 0:
-            return
-        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
-        state = {
+    @property
+    def last_model_file(self):
+        """Where the state after the latest finished epoch goes (for ``--resume``)."""
+        return self.saved_model_file[:-len(".pth")] + ".last.pth"
+
+    def _state(self, epoch):
+        return {
             "model": self.config["model"],
             "dataset": self.config["dataset"],
             # what the user set (project YAML, config files, command line): enough to rebuild the config
@@ -110,24 +113,66 @@ class S4RecTrainer(Trainer):
             "other_parameter": self.model.other_parameter(),
             "optimizer": self.optimizer.state_dict(),
         }
-        atomic_torch_save(state, saved_model_file)
+
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
+        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        atomic_torch_save(self._state(epoch), saved_model_file)
         if verbose:
             self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
 
+    def _save_last(self, epoch, train_data):
+        """Everything needed to continue after ``epoch`` exactly as if never interrupted."""
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
+        np_state = np.random.get_state()
+        state = dict(self._state(epoch), best_model_file=self.saved_model_file,
+                     best_valid_result=plain(dict(self.best_valid_result or {})),
+                     rng={"torch": torch.get_rng_state(),
+                          "numpy": [str(np_state[0]), torch.from_numpy(np_state[1].astype(np.int64)), int(np_state[2]),
+                                    int(np_state[3]), float(np_state[4])],
+                          "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+                          "train_loader": train_data.generator.get_state()})
+        atomic_torch_save(state, self.last_model_file)
+
     def resume_checkpoint(self, resume_file):
+        """Continue from a checkpoint: a ``.last.pth`` restores the random state too (exact resume)."""
         resume_file = str(resume_file)
         checkpoint = load_checkpoint(resume_file, map_location=self.device)
         if checkpoint["model"].lower() != self.config["model"].lower():
             raise ValueError(f"{resume_file}: checkpoint of model {checkpoint['model']}, "
                              f"expected one of {self.config['model']}")
-        self.saved_model_file = resume_file
+        self.saved_model_file = checkpoint.get("best_model_file", resume_file)
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
+        self.best_valid_result = checkpoint.get("best_valid_result")
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
+        rng = checkpoint.get("rng")
+        if rng is not None:
+            torch.set_rng_state(rng["torch"])
+            np.random.set_state((rng["numpy"][0], rng["numpy"][1].numpy().astype(np.uint32), *rng["numpy"][2:]))
+            random.setstate((rng["python"][0], tuple(rng["python"][1]), rng["python"][2]))
+            self._train_loader_state = rng["train_loader"]
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+    def fit(self, train_data, valid_data=None, verbose=True, saved=True, show_progress=False, callback_fn=None):
+        state = getattr(self, "_train_loader_state", None)
+        if state is not None:
+            train_data.generator.set_state(state)
+            self._train_loader_state = None
+
+        def after_epoch(epoch_idx, valid_score):
+            if saved:
+                self._save_last(epoch_idx, train_data)
+            if callback_fn:
+                callback_fn(epoch_idx, valid_score)
+
+        return super().fit(train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress,
+                           callback_fn=after_epoch)
 
     # ----------------------------------------------------------------- training
     def _checked_loss(self, epoch_idx):

@@ -1,0 +1,61 @@
+import json
+import subprocess
+import sys
+import textwrap
+
+from conftest import REPO
+
+KILLER = textwrap.dedent('''
+    import os, signal, sys
+    sys.path.insert(0, {repo!r})
+    from s4rec_recbole import trainer as T
+    original = T.S4RecTrainer._checked_loss
+
+    def killing(self, epoch_idx):
+        loss = original(self, epoch_idx)
+        seen = [0]
+
+        def wrapped(interaction):
+            if epoch_idx == 1 and seen[0] == 2:
+                os.kill(os.getpid(), signal.SIGKILL)  # mid-epoch, no chance to clean up
+            seen[0] += 1
+            return loss(interaction)
+        return wrapped
+
+    T.S4RecTrainer._checked_loss = killing
+    from s4rec_recbole.runner import main
+    sys.exit(main(sys.argv[1:]))
+''')
+
+
+def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tiny_data_path, tmp_path):
+    common = ["--dataset=tiny", f"--data_path={tiny_data_path}", "--epochs=3", "--train_batch_size=64",
+              "--n_clusters=8", "--use_gpu=False", "--state=WARNING"]
+    run = lambda args, cwd: subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+
+    full = tmp_path / "full"
+    full.mkdir()
+    proc = run([str(REPO / "run_s4rec.py"), *common, f"--results_dir={full}", f"--checkpoint_dir={full}"], full)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (expected,) = [json.loads(p.read_text()) for p in full.glob("S4Rec-*.json")]
+
+    part = tmp_path / "part"
+    part.mkdir()
+    killer = part / "killer.py"
+    killer.write_text(KILLER.format(repo=str(REPO)))
+    proc = run([str(killer), *common, f"--results_dir={part}", f"--checkpoint_dir={part}"], part)
+    assert proc.returncode == -9  # SIGKILL in epoch 1
+    (last,) = part.glob("*.last.pth")
+    assert not list(part.glob("*.tmp")) and not list(part.glob("S4Rec-*.json"))
+    proc = run([str(REPO / "run_s4rec.py"), *common, f"--results_dir={part}", f"--checkpoint_dir={part}",
+                f"--resume={last}"], part)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (resumed,) = [json.loads(p.read_text()) for p in part.glob("S4Rec-*.json")]
+    assert resumed["epochs_run"] == 2  # epochs 1 and 2: nothing lost but the epoch in flight
+    assert resumed["test"] == expected["test"] and resumed["best_valid"] == expected["best_valid"]
+
+
+def test_resume_missing_file_is_an_error(tmp_path, capsys):
+    from s4rec_recbole.runner import main
+
+    assert main(["--dataset=tiny", f"--data_path={tmp_path}", f"--resume={tmp_path}/nope.last.pth"]) == 2
