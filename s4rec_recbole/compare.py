@@ -116,7 +116,7 @@ def tables(results, topk, tests, protocol):
     first = list(results)[0]
     users = next(iter(results.values()))[0]["test_by_group"]["users"]
     head_min = next(iter(results.values()))[0]["head_min_length"]
-    md = [f"Test metrics ({protocol}); mean +- std over seeds; **bold** = best per column.", "",
+    md = [f"Test metrics ({protocol}); mean +- std over seeds (one seed: the value); **bold** = best per column.", "",
           f"Users: {users['overall']} overall, {users['head']} head (training length >= {head_min}), "
           f"{users['tail']} tail."]
     for g in GROUPS:
@@ -125,7 +125,7 @@ def tables(results, topk, tests, protocol):
             cells = []
             for m in metrics:
                 mean, std = agg[model][g][m]
-                text = f"{mean:.4f} +- {std:.4f}"
+                text = f"{mean:.4f} +- {std:.4f}" if len(r) > 1 else f"{mean:.4f}"
                 cells.append(f"**{text}**" if best[(g, m)] == model else text)
             md.append(f"| {model} | {len(r)} | " + " | ".join(cells) + " |")
     rows = []
@@ -202,6 +202,14 @@ def compare(models, dataset, seeds=(2020,), config_files=(), overrides=None, dat
             done += 1
             log(f"[{done}/{total}] {model} seed {seed} on {dataset}")
             results[model].append(load_or_run(model, dataset, seed, config_files, per_model[model], runs_dir, log))
+    return report(results, dataset, results_dir, log)
+
+
+def report(results, dataset, results_dir=RESULTS_DIR, log=print):
+    """Table (Markdown, CSV), t-tests and plots for ``{model: [run result, ...]}``; the first model is
+    tested against each other one."""
+    models = list(results)
+    results_dir = Path(results_dir)
     first_run = results[models[0]][0]
     topk = tuple(first_run["protocol"]["topk"])
     protocol = "history masked" if first_run["protocol"]["mask_history"] else "history not masked"
