@@ -28,22 +28,27 @@ class RecommendError(ValueError):
     """Unknown user or items, or an unusable checkpoint; the message says what was expected."""
 
 
+def user_histories(dataset):
+    """``{internal user id: [internal item ids in time order]}`` of every user of ``dataset``."""
+    column = lambda field: np.asarray(dataset.inter_feat[field])  # noqa: E731  (DataFrame or Interaction)
+    uid, iid = column(dataset.uid_field), column(dataset.iid_field)
+    order = np.lexsort((column(dataset.time_field), uid))
+    uid, iid = uid[order], iid[order]
+    bounds = np.flatnonzero(np.diff(uid)) + 1
+    return {int(u[0]): i for u, i in zip(np.split(uid, bounds), np.split(iid, bounds))}
+
+
 class Recommender:
     """A trained model with the id maps and full histories of its dataset.
 
-    ``dataset`` is RecBole's dataset as ``create_dataset`` returns it, before ``data_preparation``
-    (which replaces its interactions by the training prefixes).
+    ``history`` defaults to :func:`user_histories` of ``dataset``, which must then be the dataset as
+    ``create_dataset`` returns it (``data_preparation`` replaces its interactions by training prefixes).
     """
 
-    def __init__(self, model, dataset, config):
+    def __init__(self, model, dataset, config, history=None):
         self.model, self.dataset, self.config = model.eval(), dataset, config
         self.max_len = config["MAX_ITEM_LIST_LENGTH"]
-        column = lambda field: np.asarray(dataset.inter_feat[field])  # noqa: E731  (DataFrame or Interaction)
-        uid, iid = column(dataset.uid_field), column(dataset.iid_field)
-        order = np.lexsort((column(dataset.time_field), uid))
-        uid, iid = uid[order], iid[order]
-        bounds = np.flatnonzero(np.diff(uid)) + 1
-        self.history = {int(u[0]): i for u, i in zip(np.split(uid, bounds), np.split(iid, bounds))}
+        self.history = user_histories(dataset) if history is None else history
 
     @classmethod
     def from_checkpoint(cls, path, data_path=None):
@@ -59,11 +64,13 @@ class Recommender:
         if data_path is not None:
             settings["data_path"] = str(data_path)
         config = build_config(ckpt["model"], ckpt["dataset"], overrides=settings)
-        train, _, _ = data_preparation(config, create_dataset(config))
+        dataset = create_dataset(config)
+        history = user_histories(dataset)
+        train, _, _ = data_preparation(config, dataset)  # keeps the id maps, replaces the interactions
         model = config.model_class(config, train._dataset).to(config["device"])
         model.load_state_dict(ckpt["state_dict"])
         model.load_other_parameter(ckpt.get("other_parameter"))
-        return cls(model, create_dataset(config), config)
+        return cls(model, dataset, config, history)
 
     # ------------------------------------------------------------------ id maps
     def user_id(self, user):
