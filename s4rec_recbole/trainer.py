@@ -215,14 +215,21 @@ class S4RecTrainer(Trainer):
             self.model.load_state_dict(checkpoint["state_dict"])
             self.model.load_other_parameter(checkpoint.get("other_parameter"))
             self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
-        self._history = getattr(eval_data, "history_matrix", None) if self.mask_history else None
-        if self.mask_history and self._history is None:
-            raise ValueError("mask_history is on but the evaluation data has no history_matrix; "
-                             "build the data with s4rec_recbole.runner.prepare_data")
+        self._history = self._history_of(eval_data)
         try:
             return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
         finally:
             self._history = None
+
+    def _history_of(self, eval_data):
+        """The seen-items matrix to mask for ``eval_data`` (None when ``mask_history`` is off)."""
+        if not self.mask_history:
+            return None
+        history = getattr(eval_data, "history_matrix", None)
+        if history is None:
+            raise ValueError("mask_history is on but the evaluation data has no history_matrix; "
+                             "build the data with s4rec_recbole.runner.prepare_data")
+        return history
 
     @torch.no_grad()
     def user_ranks(self, eval_data):
@@ -232,7 +239,7 @@ class S4RecTrainer(Trainer):
         user's favour. ``cluster`` is the model's ``assign_clusters`` of the input sequence, if it has one.
         """
         self.model.eval()
-        self._history = getattr(eval_data, "history_matrix", None) if self.mask_history else None
+        self._history = self._history_of(eval_data)
         assign = getattr(self.model, "assign_clusters", None)
         users, ranks, clusters = [], [], []
         try:
