@@ -82,6 +82,20 @@ def test_kmeans_variant_by_name(tiny_data_path, tmp_path):
     assert res["per_user"]["cluster"] is not None
 
 
+def test_ablation_variants_switch_off_their_parts(tiny_data_path):
+    from s4rec_recbole.runner import build_config
+
+    weights = ("alpha", "beta1", "beta2", "lambda")
+    expect = {"S4Rec-SR": (0, 0, 0, 0), "S4Rec-SR+CSD": (0.01, 0, 0.1, 0), "S4Rec-noCSD": (0, 0.1, 0, 1.0),
+              "S4Rec-noadv": (0.01, 0.1, 0.1, 0)}
+    for name, values in expect.items():
+        cfg = build_config(name, "tiny", overrides=tiny_overrides(tiny_data_path))
+        assert tuple(cfg[k] for k in weights) == values, name
+    # an explicit setting wins over the variant's
+    cfg = build_config("S4Rec-SR", "tiny", overrides=tiny_overrides(tiny_data_path, alpha=0.5))
+    assert cfg["alpha"] == 0.5 and cfg["beta1"] == 0
+
+
 def test_paired_t_test_matches_hand_computation():
     from scipy import stats
 

@@ -8,8 +8,16 @@ from s4rec_recbole.config import ConfigError
 
 # name -> class of every model this package adds; filled by the imports below.
 PLUGIN_MODELS = {}
-# Named variants: name -> (model, settings); e.g. the paper's ablation row "with K-means".
-VARIANTS = {"S4Rec-kmeans": ("S4Rec", {"clustering": "kmeans"})}
+# Named variants: name -> (model, settings): the rows of the paper's ablation (Table 3). CSD is the clustering +
+# self-distillation module (L_clust, L_ckd), GR the gradient-reversal adversary (L_adv); SR is next-item prediction.
+_NO_AUX = {"alpha": 0.0, "beta1": 0.0, "beta2": 0.0, "lambda": 0.0}
+VARIANTS = {
+    "S4Rec-SR": ("S4Rec", dict(_NO_AUX)),                                  # SR only: SASRec's loss and gradients
+    "S4Rec-SR+CSD": ("S4Rec", {"beta1": 0.0, "lambda": 0.0}),              # SR + clustering + distillation
+    "S4Rec-noCSD": ("S4Rec", {"alpha": 0.0, "beta2": 0.0}),                # S4Rec without clustering/distillation
+    "S4Rec-noadv": ("S4Rec", {"lambda": 0.0}),                             # S4Rec without the adversary
+    "S4Rec-kmeans": ("S4Rec", {"clustering": "kmeans"}),                   # K-means instead of online clustering
+}
 
 
 def split_variant(name):
