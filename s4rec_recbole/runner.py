@@ -27,8 +27,10 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "results"
 # Runner options that are not RecBole configuration keys.
 RUNNER_KEYS = {"dataset", "model", "config_files", "data_source", "strict", "results_dir", "seeds", "resume"}
+# Options of --tune (hyperparameter search, s4rec_recbole.tune).
+TUNE_KEYS = ("algo", "max_trials", "backend", "ray_address", "concurrency", "cpus_per_trial")
 _STRING_KEYS = ("dataset", "model", "config_files", "data_source", "results_dir", "seeds", "resume",
-                "checkpoint", "user", "items", "output")
+                "checkpoint", "user", "items", "output", "tune", "algo", "backend", "ray_address")
 _FLAGS = ("recommend", "all_users", "exclude_history")
 
 USAGE = """usage: python run_s4rec.py --dataset=NAME [--model=NAME[,NAME...]] [--seeds=1,2,3]
@@ -46,6 +48,12 @@ USAGE = """usage: python run_s4rec.py --dataset=NAME [--model=NAME[,NAME...]] [-
   --strict        fail on users with fewer than 3 items instead of skipping them
   --resume        continue an interrupted training from its saved/<...>.last.pth (exactly, same RNG state)
   --key=value     any RecBole or model configuration key, e.g. --epochs=20 --learning_rate=1e-3
+
+       python run_s4rec.py --tune=properties/hyper/S4Rec.yaml --dataset=NAME [--algo=grid|random|tpe]
+                           [--max_trials=N] [--backend=local|ray] [--ray_address=HOST:PORT]
+                           [--concurrency=N] [--cpus_per_trial=1] [--key=value ...]
+  hyperparameter search over a YAML space, selected on the validation metric, resumable
+  (the model defaults to the space file's name when it names a model)
 
        python run_s4rec.py --recommend --checkpoint=PATH (--user=ID | --items=ID,ID,... |
                            --all_users --output=recs.csv) [--topk=10] [--exclude_history] [--data_path=DIR]
@@ -100,17 +108,21 @@ def prepare_data(config):
 
 
 def format_table(valid, test, protocol):
-    keys = list(test.keys())
+    """Validation and test metrics side by side; ``test=None`` prints validation only (tuning trials)."""
+    keys = list(test.keys() if test is not None else valid.keys())
     width = max(len(k) for k in keys)
-    lines = [f"{'metric':<{width}}  {'valid':>8}  {'test':>8}    ({protocol})"]
-    lines += [f"{k:<{width}}  {valid.get(k, float('nan')):>8.4f}  {test[k]:>8.4f}" for k in keys]
+    head = f"{'metric':<{width}}  {'valid':>8}" + (f"  {'test':>8}" if test is not None else "")
+    lines = [f"{head}    ({protocol})"]
+    lines += [f"{k:<{width}}  {valid.get(k, float('nan')):>8.4f}" + (f"  {test[k]:>8.4f}" if test is not None else "")
+              for k in keys]
     return "\n".join(lines)
 
 
 def run(model=None, dataset=None, config_files=(), overrides=None, data_source=None, strict=False,
-        results_dir=RESULTS_DIR, saved=True, result_name=None, resume=None):
+        results_dir=RESULTS_DIR, saved=True, result_name=None, resume=None, show_test=True):
     """Prepare ``dataset``, train and evaluate ``model``; return the result dict (also written as JSON
-    to ``results_dir/result_name``, by default ``<model>-<dataset>-seed<seed>-<time>.json``)."""
+    to ``results_dir/result_name``, by default ``<model>-<dataset>-seed<seed>-<time>.json``).
+    ``show_test=False`` keeps test metrics out of the printed table and the log (tuning trials)."""
     overrides = dict(overrides or {})
     model = model or default_model()
     data_path = overrides.get("data_path", str(DATASET_DIR))
@@ -170,7 +182,7 @@ def run(model=None, dataset=None, config_files=(), overrides=None, data_source=N
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     result["result_file"] = str(out)
     which = "history masked" if protocol["mask_history"] else "history not masked"
-    table = format_table(result["best_valid"], result["test"], which)
+    table = format_table(result["best_valid"], result["test"] if show_test else None, which)
     logger.info("\n" + table)
     print(f"\n{label} on {dataset}: {result['epochs_run']} epochs, "
           f"{result['timings']['mean_epoch_train_s']:.1f} s/epoch\n{table}\nresult: {out}")
@@ -193,7 +205,24 @@ def main(argv=None):
         results_dir = args.pop("results_dir", RESULTS_DIR)
         seeds = args.pop("seeds", None)
         resume = args.pop("resume", None)
-        if (model and "," in model) or seeds:
+        space = args.pop("tune", None)
+        tune_args = {k: args.pop(k) for k in TUNE_KEYS if k in args}
+        if tune_args and not space:
+            raise UsageError(f"--{next(iter(tune_args))} needs --tune=SPACE.yaml")
+        if space:
+            from s4rec_recbole.model import PLUGIN_MODELS, VARIANTS, recbole_sequential_models
+            from s4rec_recbole.tune import tune
+
+            if seeds or (model and "," in model):
+                raise UsageError("--tune searches one model with one seed; drop --seeds / the model list")
+            stem = Path(space).stem
+            if not model and (stem in PLUGIN_MODELS or stem in VARIANTS or stem in recbole_sequential_models()):
+                model = stem
+            model = model or default_model()
+            resolve_model(model)
+            tune(space, model, dataset, config_files=files, overrides=args, data_source=source, strict=strict,
+                 results_dir=results_dir, **tune_args)
+        elif (model and "," in model) or seeds:
             from s4rec_recbole.compare import compare
 
             models = [m for m in (model or default_model()).split(",") if m]

@@ -1,0 +1,347 @@
+"""Hyperparameter search from a YAML space, selected on the validation metric only, resumable.
+
+``python run_s4rec.py --tune=properties/hyper/S4Rec.yaml --dataset=amazon-beauty [--algo=grid|random|tpe]
+[--max_trials=N] [--backend=local|ray] [--ray_address=HOST:PORT] [--key=value ...]``
+
+A space file maps configuration keys to one distribution each::
+
+    learning_rate: {loguniform: [1.0e-4, 1.0e-2]}   # log-uniform between the two values
+    n_layers: {choice: [1, 2, 3]}                   # one of the listed values
+    mask_ratio: {uniform: [0.1, 0.9]}               # uniform between the two values
+    n_clusters: {quniform: [32, 512, 32]}           # uniform, rounded to a multiple of the step
+    n_heads: {randint: [1, 4]}                      # integer in [low, high]
+
+Every trial is one ordinary training run (``runner.run``) with the space's values as overrides. The
+search is stored under ``results/tune-<model>-<dataset>-<algo>-<key>/`` (the key hashes everything the
+command fixes except ``--max_trials`` and ``--backend``): ``trials/trial-NNNN.json`` is written atomically
+when a trial ends, so the same command run again after a kill continues with the trials that are not
+there yet, and a larger ``--max_trials`` extends a finished search. Trials are ranked by the validation
+metric (``valid_metric``) only; test metrics are shown for the chosen trial alone, at the end.
+Outputs: ``trials.csv`` (parameters and validation metrics of every trial), ``best.yaml`` (a config
+file for ``--config_files``) and ``best.json``.
+"""
+import csv
+import hashlib
+import io
+import itertools
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from s4rec_recbole.config import ConfigError, read_yaml
+from s4rec_recbole.data import prepare_dataset
+from s4rec_recbole.data.prepare import atomic_write_text
+from s4rec_recbole.runner import RESULTS_DIR, build_config, run
+from s4rec_recbole.trainer import plain
+
+ALGOS = ("grid", "random", "tpe")
+BACKENDS = ("local", "ray")
+# distribution -> (number of arguments, description for errors)
+DISTRIBUTIONS = {
+    "choice": (None, "a non-empty list of values"),
+    "uniform": (2, "[low, high] with low < high"),
+    "loguniform": (2, "[low, high] with 0 < low < high"),
+    "quniform": (3, "[low, high, step] with low < high and step > 0"),
+    "randint": (2, "[low, high] integers with low <= high"),
+}
+# Overrides that only say where things are, left out of the search key.
+_LOCATION_KEYS = {"data_path", "checkpoint_dir", "show_progress", "state", "use_gpu", "gpu_id"}
+
+
+def load_space(path, model, dataset, config_files=(), overrides=None):
+    """Read and validate a space file: ``{key: (distribution, args)}``.
+
+    Raises :class:`ConfigError` (one line, naming the file and the key) on a file that does not parse, a key
+    the model does not know, a malformed distribution, or a value of the wrong type for the key.
+    """
+    raw = read_yaml(path)
+    if not raw:
+        raise ConfigError(f"search space {path}: empty; expected key: {{distribution: [args]}} lines")
+    base = dict(overrides or {})
+    known = build_config(model, dataset, config_files, base).known_keys
+    space = {}
+    for key, spec in raw.items():
+        where = f"search space {path}, key {key!r}"
+        if key not in known:
+            raise ConfigError(f"{where}: not a configuration key of model {model}")
+        if not isinstance(spec, dict) or len(spec) != 1:
+            raise ConfigError(f"{where}: expected one distribution such as {{choice: [1, 2]}}, got {spec!r}")
+        dist, args = next(iter(spec.items()))
+        if dist not in DISTRIBUTIONS:
+            raise ConfigError(f"{where}: unknown distribution {dist!r}; accepted: {', '.join(DISTRIBUTIONS)}")
+        n_args, want = DISTRIBUTIONS[dist]
+        bad = not isinstance(args, list) or not args or (n_args is not None and len(args) != n_args)
+        if not bad and dist != "choice":
+            bad = any(isinstance(a, bool) or not isinstance(a, (int, float)) or not math.isfinite(a) for a in args)
+        if not bad:
+            if dist in ("uniform", "quniform"):
+                bad = not args[0] < args[1] or (dist == "quniform" and args[2] <= 0)
+            elif dist == "loguniform":
+                bad = not 0 < args[0] < args[1]
+            elif dist == "randint":
+                bad = not (all(isinstance(a, int) for a in args) and args[0] <= args[1])
+        if bad:
+            raise ConfigError(f"{where}: {dist} needs {want}, got {args!r}")
+        examples = args if dist == "choice" else args[:2]
+        for value in examples:
+            try:
+                build_config(model, dataset, config_files, dict(base, **{key: value}))
+            except ConfigError as e:
+                raise ConfigError(f"{where}: value {value!r} rejected ({e})") from None
+        space[key] = (dist, list(args))
+    return space
+
+
+def _cast(dist, args, value):
+    """Plain Python value of a sample (hyperopt returns numpy floats)."""
+    if dist == "choice":
+        return value
+    if dist == "randint" or (dist == "quniform" and all(isinstance(a, int) for a in args)):
+        return int(round(float(value)))
+    return float(value)
+
+
+def hyperopt_space(space):
+    from hyperopt import hp
+
+    out = {}
+    for key, (dist, args) in space.items():
+        if dist == "choice":
+            out[key] = hp.choice(key, args)
+        elif dist == "uniform":
+            out[key] = hp.uniform(key, *args)
+        elif dist == "loguniform":
+            out[key] = hp.loguniform(key, math.log(args[0]), math.log(args[1]))
+        elif dist == "quniform":
+            out[key] = hp.quniform(key, *args)
+        else:
+            out[key] = hp.quniform(key, args[0] - 0.5, args[1] + 0.5, 1)
+    return out
+
+
+def grid(space, path="search space"):
+    """All combinations of a space made of ``choice`` only, in file order."""
+    for key, (dist, _) in space.items():
+        if dist != "choice":
+            raise ConfigError(f"{path}, key {key!r}: --algo=grid needs choice for every key, got {dist}; "
+                              "use --algo=random or --algo=tpe")
+    keys = list(space)
+    return [dict(zip(keys, values)) for values in itertools.product(*(space[k][1] for k in keys))]
+
+
+def params_key(params):
+    return json.dumps(plain(params), sort_keys=True)
+
+
+def random_params(space, seed, index):
+    """Trial ``index`` of a random search: a fixed draw per (seed, index), whatever ran before or where."""
+    from hyperopt.pyll import stochastic
+
+    sample = stochastic.sample(hyperopt_space(space), rng=np.random.RandomState([seed, index]))
+    return {k: _cast(*space[k], sample[k]) for k in space}
+
+
+def suggest(space, algo, history, n, seed, bigger=True):
+    """The next ``n`` parameter sets of a ``tpe`` (or ``random``) search after the finished ``history``.
+
+    hyperopt is given the finished trials as evaluated points (so a resumed search continues the same
+    model of the space) and proposes ``n`` new ones; proposals of one wave are given the median loss so
+    far (constant liar), so a parallel wave does not ask for the same point ``n`` times.
+    Deterministic for a given history and seed.
+    """
+    from hyperopt import STATUS_FAIL, STATUS_OK, Trials, fmin, rand, tpe
+    from hyperopt.fmin import generate_trials_to_calculate
+
+    sign = -1.0 if bigger else 1.0
+    losses = {params_key(h["params"]): sign * h["valid_score"] for h in history if h["status"] == "ok"}
+    liar = float(np.median(list(losses.values()))) if losses else 0.0
+    points = []
+    for h in history:
+        p = dict(h["params"])
+        for key, (dist, args) in space.items():
+            if dist == "choice":
+                p[key] = args.index(p[key])
+        points.append(p)
+    trials = generate_trials_to_calculate(points) if points else Trials()
+    trials.refresh()  # so that fmin counts the finished points towards max_evals
+    seen, new = [0], []
+
+    def objective(sample):
+        params = {k: _cast(*space[k], v) for k, v in sample.items()}
+        seen[0] += 1
+        if seen[0] <= len(history):
+            loss = losses.get(params_key(params))
+            return {"status": STATUS_FAIL} if loss is None else {"status": STATUS_OK, "loss": loss}
+        new.append(params)
+        return {"status": STATUS_OK, "loss": liar}
+
+    fmin(objective, hyperopt_space(space), algo=tpe.suggest if algo == "tpe" else rand.suggest,
+         max_evals=len(history) + n, trials=trials, rstate=np.random.RandomState(seed + len(history)),
+         show_progressbar=False, verbose=False)
+    return new
+
+
+class Study:
+    """One search: its folder, the trial log and the settings every trial shares."""
+
+    def __init__(self, space_file, model, dataset, algo="tpe", config_files=(), overrides=None, seed=2020,
+                 results_dir=RESULTS_DIR):
+        if algo not in ALGOS:
+            raise ConfigError(f"--algo={algo}: expected one of {', '.join(ALGOS)}")
+        self.space_file, self.model, self.dataset, self.algo = str(space_file), model, dataset, algo
+        self.config_files, self.overrides = list(config_files), dict(overrides or {})
+        self.space = load_space(space_file, model, dataset, self.config_files, self.overrides)
+        self.grid = grid(self.space, f"search space {space_file}") if algo == "grid" else None
+        config = build_config(model, dataset, self.config_files, self.overrides)
+        self.seed, self.metric = config["seed"], config["valid_metric"]
+        self.bigger = bool(config["valid_metric_bigger"])
+        fixed = {k: v for k, v in self.overrides.items() if k not in _LOCATION_KEYS}
+        ident = {"model": model, "dataset": dataset, "algo": algo, "space": self.space, "overrides": fixed,
+                 "config_files": {str(f): Path(f).read_text() for f in self.config_files}}
+        key = hashlib.sha256(json.dumps(plain(ident), sort_keys=True).encode()).hexdigest()[:10]
+        self.dir = Path(results_dir) / f"tune-{model}-{dataset}-{algo}-{key}"
+        self.ident = ident
+
+    # -- trial log ------------------------------------------------------------------------------------
+    def trials(self):
+        """Finished trials, by index."""
+        folder = self.dir / "trials"
+        return sorted((json.loads(p.read_text()) for p in folder.glob("trial-*.json")), key=lambda t: t["trial"]) \
+            if folder.is_dir() else []
+
+    def run_trial(self, index, params, results_dir=None):
+        """Train one trial and store its record atomically; returns the record (failures are recorded)."""
+        t0 = time.time()
+        record = {"trial": index, "params": plain(params), "status": "ok", "error": None}
+        try:
+            res = run(model=self.model, dataset=self.dataset, config_files=self.config_files,
+                      overrides=dict(self.overrides, **params), results_dir=results_dir or self.dir / "runs",
+                      result_name=f"trial-{index:04d}.json", show_test=False)
+            record.update(valid=res["best_valid"], test=res["test"], valid_score=res["best_valid_score"],
+                          epochs=res["epochs_run"], checkpoint=res["checkpoint"])
+        except (ConfigError, FloatingPointError, ValueError, RuntimeError) as e:
+            record.update(status="fail", error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+                          valid={}, test={}, valid_score=None, epochs=0, checkpoint=None)
+        record["time_s"] = round(time.time() - t0, 2)
+        atomic_write_text(self.dir / "trials" / f"trial-{index:04d}.json", json.dumps(record, indent=1) + "\n")
+        return record
+
+    def next_params(self, history, n):
+        """Up to ``n`` parameter sets to try next."""
+        if self.grid is not None:
+            done = {t["trial"] for t in history}
+            return [(i, p) for i, p in enumerate(self.grid) if i not in done][:n]
+        start = max((t["trial"] for t in history), default=-1) + 1
+        if self.algo == "random":
+            return [(i, random_params(self.space, self.seed, i)) for i in range(start, start + n)]
+        return list(enumerate(suggest(self.space, self.algo, history, n, self.seed, self.bigger), start=start))
+
+    def best(self, history):
+        ok = [t for t in history if t["status"] == "ok"]
+        if not ok:
+            return None
+        return (max if self.bigger else min)(ok, key=lambda t: (t["valid_score"], -t["trial"]))
+
+    def describe(self, t, total):
+        params = " ".join(f"{k}={_short(v)}" for k, v in t["params"].items())
+        if t["status"] != "ok":
+            return f"[trial {t['trial'] + 1}/{total}] {params} -> failed: {t['error']}"
+        return (f"[trial {t['trial'] + 1}/{total}] {params} -> valid {self.metric.lower()} {t['valid_score']:.4f} "
+                f"({t['epochs']} epochs, {t['time_s']:.0f} s)")
+
+    # -- outputs ---------------------------------------------------------------------------------------
+    def write_outputs(self, history, log=print):
+        """``trials.csv``, ``best.yaml``, ``best.json``; prints the table sorted by the validation metric."""
+        ok = sorted((t for t in history if t["status"] == "ok"), key=lambda t: t["valid_score"], reverse=self.bigger)
+        failed = [t for t in history if t["status"] != "ok"]
+        keys = list(self.space)
+        metrics = sorted({m for t in ok for m in t["valid"]})
+        fields = ["trial", *keys, *[f"valid_{m}" for m in metrics], "epochs", "time_s", "status", "error"]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=fields)
+        writer.writeheader()
+        for t in ok + failed:
+            row = {"trial": t["trial"] + 1, "epochs": t["epochs"], "time_s": t["time_s"], "status": t["status"],
+                   "error": t["error"] or ""}
+            row.update({k: t["params"].get(k) for k in keys})
+            row.update({f"valid_{m}": t["valid"].get(m) for m in metrics})
+            writer.writerow(row)
+        atomic_write_text(self.dir / "trials.csv", buf.getvalue())
+        width = max([len(k) for k in keys] + [8])
+        lines = [f"trials sorted by validation {self.metric} ({len(ok)} finished, {len(failed)} failed):",
+                 "  ".join([f"{'trial':>5}", *[f"{k:>{width}}" for k in keys], f"{'valid':>8}", f"{'epochs':>6}"])]
+        for t in ok:
+            lines.append("  ".join([f"{t['trial'] + 1:>5}", *[f"{_short(t['params'][k]):>{width}}" for k in keys],
+                                    f"{t['valid_score']:>8.4f}", f"{t['epochs']:>6}"]))
+        log("\n".join(lines))
+        best = self.best(history)
+        if best is None:
+            log("no trial finished; nothing selected")
+            return None
+        settings = {k: v for k, v in self.overrides.items() if k not in _LOCATION_KEYS and k != "seed"}
+        settings.update(best["params"])
+        header = (f"# Best of {len(ok)} trials ({self.algo} search over {self.space_file}) for {self.model} on "
+                  f"{self.dataset},\n# chosen on validation {self.metric} = {best['valid_score']:.4f} (trial "
+                  f"{best['trial'] + 1}). Test of this trial: "
+                  + ", ".join(f"{k} {v:.4f}" for k, v in best["test"].items())
+                  + f".\n# Use: python run_s4rec.py --dataset={self.dataset} --model={self.model} "
+                  f"--config_files={self.dir / 'best.yaml'}\n")
+        atomic_write_text(self.dir / "best.yaml", header + yaml.safe_dump(plain(settings), sort_keys=False))
+        summary = {"model": self.model, "dataset": self.dataset, "algo": self.algo, "space_file": self.space_file,
+                   "valid_metric": self.metric, "best_trial": best["trial"], "params": best["params"],
+                   "valid": best["valid"], "test": best["test"], "checkpoint": best["checkpoint"],
+                   "settings": plain(settings), "n_trials": len(history), "n_failed": len(failed)}
+        atomic_write_text(self.dir / "best.json", json.dumps(summary, indent=2) + "\n")
+        log(f"chosen: trial {best['trial'] + 1} (validation {self.metric} {best['valid_score']:.4f}); its test: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in best["test"].items()))
+        log(f"wrote {self.dir / 'best.yaml'}, {self.dir / 'trials.csv'}, {self.dir / 'best.json'}")
+        return summary
+
+
+def _short(v):
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def tune(space_file, model, dataset, algo="tpe", max_trials=None, config_files=(), overrides=None, backend="local",
+         ray_address=None, concurrency=None, cpus_per_trial=1, data_source=None, strict=False,
+         results_dir=RESULTS_DIR, log=print):
+    """Run (or continue) a search and return the best trial's summary (None when no trial finished)."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"--backend={backend}: expected one of {', '.join(BACKENDS)}")
+    overrides = dict(overrides or {})
+    prepare_dataset(dataset, overrides.get("data_path"), data_source=data_source, strict=strict)
+    study = Study(space_file, model, dataset, algo, config_files, overrides, results_dir=results_dir)
+    if max_trials is None:
+        max_trials = len(study.grid) if study.grid is not None else 20
+    if isinstance(max_trials, bool) or not isinstance(max_trials, int) or max_trials < 1:
+        raise ConfigError(f"--max_trials={max_trials}: expected a positive integer")
+    if study.grid is not None:
+        max_trials = min(max_trials, len(study.grid))
+    study.dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(study.dir / "search.json", json.dumps(plain(study.ident), indent=2) + "\n")
+    history = study.trials()
+    log(f"search {study.dir}: {len(history)} of {max_trials} trials already done, "
+        f"selecting on validation {study.metric}")
+    for t in history:
+        log(study.describe(t, max_trials))
+    if backend == "local":
+        while len(history) < max_trials:
+            (index, params), = study.next_params(history, 1)
+            record = study.run_trial(index, params)
+            history.append(record)
+            log(study.describe(record, max_trials) + _best_so_far(study, history))
+    else:
+        from s4rec_recbole.tune_ray import run_waves
+
+        run_waves(study, history, max_trials, ray_address, concurrency, cpus_per_trial, log)
+        history = study.trials()
+    return study.write_outputs(history, log)
+
+
+def _best_so_far(study, history):
+    best = study.best(history)
+    return "" if best is None else f"; best so far {best['valid_score']:.4f} (trial {best['trial'] + 1})"
