@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from s4rec_recbole.config import ConfigError, read_yaml
+from s4rec_recbole.config import DATASET_DIR, ConfigError, read_yaml
 from s4rec_recbole.data import prepare_dataset
 from s4rec_recbole.data.prepare import atomic_write_text
 from s4rec_recbole.runner import RESULTS_DIR, build_config, run
@@ -313,7 +313,7 @@ def tune(space_file, model, dataset, algo="tpe", max_trials=None, config_files=(
     if backend not in BACKENDS:
         raise ConfigError(f"--backend={backend}: expected one of {', '.join(BACKENDS)}")
     overrides = dict(overrides or {})
-    prepare_dataset(dataset, overrides.get("data_path"), data_source=data_source, strict=strict)
+    prepare_dataset(dataset, overrides.get("data_path", str(DATASET_DIR)), data_source=data_source, strict=strict)
     study = Study(space_file, model, dataset, algo, config_files, overrides, results_dir=results_dir)
     if max_trials is None:
         max_trials = len(study.grid) if study.grid is not None else 20

@@ -118,6 +118,19 @@ def test_selection_uses_validation_even_when_test_disagrees(tmp_path, tiny_data_
     assert [line.split()[0] for line in table] == ["1", "3", "2"]
 
 
+def test_default_data_path_is_the_project_dataset_folder(monkeypatch, tmp_path):
+    seen = []
+
+    def stop(name, data_path, **kw):
+        seen.append(data_path)
+        raise ConfigError("stop here")
+
+    monkeypatch.setattr(T, "prepare_dataset", stop)
+    with pytest.raises(ConfigError, match="stop here"):
+        T.tune(space_file(tmp_path, "n_layers: {choice: [1, 2]}\n"), "SASRec", "amazon-beauty", algo="grid")
+    assert seen == [str(T.DATASET_DIR)]
+
+
 def test_failed_trial_is_recorded_and_skipped(tmp_path, tiny_data_path, monkeypatch):
     def fake_run(model, dataset, config_files, overrides, results_dir, result_name, show_test):
         if overrides["n_layers"] == 2:
