@@ -36,6 +36,7 @@ from s4rec_recbole.trainer import S4RecTrainer  # noqa: E402
 
 OFF = {"alpha": 0.0, "beta1": 0.0, "beta2": 0.0, "lambda": 0.0}
 BUCKET = {"length_bucket_pool": 32}
+N_CLUSTERS = 0  # --n_clusters: K of the clustering models, 0 for their defaults
 # label -> (model, overrides, autograd anomaly detection on as RecBole ships it)
 SETTINGS = {
     "SASRec (RecBole as shipped, anomaly on)": ("SASRec", {}, True),
@@ -68,6 +69,8 @@ class Setting:
         self.label, self.anomaly = label, anomaly
         over = {"data_path": str(data_path), "state": "ERROR", "show_progress": False,
                 "train_batch_size": batch_size, "use_gpu": False, **overrides}
+        if N_CLUSTERS and model != "SASRec":
+            over["n_clusters"] = N_CLUSTERS
         self.config = build_config(model, dataset, overrides=over)
         init_seed(self.config["seed"], True)
         _, self.train, self.valid, _ = prepare_data(self.config)
@@ -164,6 +167,7 @@ def training_peak_mb(setting, steps):
 def peak_rss_mb(label, args):
     """Peak RSS above the loaded data (MB) of a fresh process that builds ``label`` and trains a few steps."""
     cmd = [sys.executable, __file__, f"--dataset={args.dataset}", f"--batch_size={args.batch_size}",
+           f"--n_clusters={args.n_clusters}",
            f"--data_path={args.data_path}", f"--memory_probe={label}"]
     out = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     try:
@@ -186,9 +190,12 @@ def main():
     parser.add_argument("--memory_only", action="store_true", help="only the peak-memory table")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top ops of S4Rec")
     parser.add_argument("--data_path", default=str(DATASET_DIR))
+    parser.add_argument("--n_clusters", type=int, default=0, help="K of the clustering models (0: their default)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument("--memory_probe", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    global N_CLUSTERS
+    N_CLUSTERS = args.n_clusters
     if args.threads:
         torch.set_num_threads(args.threads)
     data_path = Path(args.data_path)

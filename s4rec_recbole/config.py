@@ -6,6 +6,7 @@ Precedence (lowest first), as RecBole's: RecBole's own defaults < ``properties/o
 """
 import ast
 import difflib
+import math
 from pathlib import Path
 
 import yaml
@@ -51,6 +52,10 @@ def read_yaml(path) -> dict:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path}: expected a mapping of key: value, got {type(data).__name__}")
+    bad = [k for k in data if not isinstance(k, str) or not k]
+    if bad:
+        bad = bad[0]
+        raise ConfigError(f"config file {path}: key {bad!r} is not a name; expected key: value lines with text keys")
     return data
 
 
@@ -81,8 +86,15 @@ class S4RecConfig(Config):
         for k in config_dict or {}:
             user_keys[k] = "command line"
         config_dict = dict(config_dict or {})
-        super().__init__(model=model, dataset=dataset,
-                         config_file_list=[str(f) for f in own + user_files], config_dict=config_dict)
+        try:
+            super().__init__(model=model, dataset=dataset,
+                             config_file_list=[str(f) for f in own + user_files], config_dict=config_dict)
+        except (TypeError, ValueError, KeyError, AttributeError, IndexError, NotImplementedError) as e:
+            if isinstance(e, ConfigError) or not user_keys:
+                raise
+            given = ", ".join(f"{k}={(config_dict.get(k, '(file ' + user_keys[k] + ')'))!r}" for k in sorted(user_keys))
+            raise ConfigError(f"RecBole rejected the configuration ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else 'no message'}); given: {given}") from None
         known = set(self.internal_config_dict) | PROJECT_KEYS | {"model", "dataset", "config_files"}
         for f in own:
             known |= set(read_yaml(f))
@@ -97,6 +109,28 @@ class S4RecConfig(Config):
             raise ConfigError(f"unknown config key {k!r} (from {user_keys[k]}) for model {name}; {hint}"
                               f"accepted keys: {', '.join(sorted(known))}")
         self._check_types(user_keys)
+        self._check_ranges()
+
+    # key -> (lowest, highest, lowest excluded, highest excluded) of the training/protocol settings
+    RANGES = {
+        "epochs": (0, math.inf, False, True), "train_batch_size": (1, math.inf, False, True),
+        "eval_batch_size": (1, math.inf, False, True), "learning_rate": (0, math.inf, True, True),
+        "stopping_step": (1, math.inf, False, True), "eval_step": (1, math.inf, False, True),
+        "MAX_ITEM_LIST_LENGTH": (2, math.inf, False, True), "length_bucket_pool": (0, math.inf, False, True),
+        "head_ratio": (0, 1, True, True), "weight_decay": (0, math.inf, False, True),
+    }
+
+    def _check_ranges(self):
+        """One-line errors for values of the right type but outside their range (RecBole checks none)."""
+        for key, (low, high, open_low, open_high) in self.RANGES.items():
+            value = self.final_config_dict.get(key)
+            if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            ok = math.isfinite(value) or (high == math.inf and value == math.inf and not open_high)
+            ok = ok and (value > low if open_low else value >= low) and (value < high if open_high else value <= high)
+            if not ok:
+                interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
+                raise ConfigError(f"{key}={value!r}: expected a number in {interval}")
 
     def _load_cmd_line(self):
         # The runner parses sys.argv itself and passes the result as config_dict.

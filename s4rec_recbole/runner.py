@@ -6,18 +6,20 @@ import json
 import logging
 import sys
 import time
+from unittest import mock
 from pathlib import Path
 
 from s4rec_recbole import compat  # noqa: F401  (anomaly detection off before RecBole models load)
 from recbole.data import create_dataset, data_preparation
 from recbole.utils import init_logger, init_seed
+from recbole.utils import logger as recbole_logger
 
 from s4rec_recbole.config import DATASET_DIR, ConfigError, S4RecConfig, parse_value
 from s4rec_recbole.data import DataError, prepare_dataset
 from s4rec_recbole.data.loader import BucketedTrainDataLoader
 from s4rec_recbole.recommend import RecommendError
 from s4rec_recbole.model import default_model, resolve_model, split_variant
-from s4rec_recbole.trainer import S4RecTrainer, history_matrices, plain
+from s4rec_recbole.trainer import S4RecTrainer, history_matrices, new_run_id, plain
 from s4rec_recbole.data.prepare import atomic_write_text
 from s4rec_recbole.layers import head_threshold
 from s4rec_recbole.metrics import summarize
@@ -107,6 +109,32 @@ def prepare_data(config):
     return dataset, train_data, valid_data, test_data
 
 
+def init_run_logger(config, run_id):
+    """RecBole's console + file logging, with one file per run: ``log/<model>/<model>-<dataset>-<run id>-<md5>.log``.
+
+    RecBole names the file by the second (two runs started together wrote into one file) and installs its
+    handlers with ``logging.basicConfig``, which does nothing once the process has a handler (the second
+    run of a comparison kept writing into the first run's file). Here the previous run's handlers are
+    closed and RecBole's new ones installed directly. Returns the log file's path.
+    """
+    root = logging.getLogger()
+    for h in [h for h in root.handlers if getattr(h, "s4rec_run_handler", False)]:
+        root.removeHandler(h)
+        h.close()
+    captured = {}
+    with mock.patch.object(recbole_logger, "get_local_time", lambda: run_id), \
+            mock.patch.object(logging, "basicConfig", lambda level, handlers: captured.update(level=level,
+                                                                                                handlers=handlers)):
+        init_logger(config)
+    root.setLevel(captured["level"])
+    path = None
+    for h in captured["handlers"]:
+        h.s4rec_run_handler = True
+        root.addHandler(h)
+        path = getattr(h, "baseFilename", path)
+    return path
+
+
 def format_table(valid, test, protocol):
     """Validation and test metrics side by side; ``test=None`` prints validation only (tuning trials)."""
     keys = list(test.keys() if test is not None else valid.keys())
@@ -130,7 +158,8 @@ def run(model=None, dataset=None, config_files=(), overrides=None, data_source=N
     config = build_config(model, dataset, config_files, overrides)
     label = model if isinstance(model, str) else config["model"]
     init_seed(config["seed"], config["reproducibility"])
-    init_logger(config)
+    run_id = new_run_id()
+    log_file = init_run_logger(config, run_id)
     logger = logging.getLogger()
     logger.info(config)
     t0 = time.time()
@@ -139,7 +168,7 @@ def run(model=None, dataset=None, config_files=(), overrides=None, data_source=N
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model_obj = config.model_class(config, train_data._dataset).to(config["device"])
     logger.info(model_obj)
-    trainer = S4RecTrainer(config, model_obj)
+    trainer = S4RecTrainer(config, model_obj, run_id=run_id)
     if resume:
         if not Path(resume).is_file():
             raise UsageError(f"--resume={resume}: no such file; expected a checkpoint (*.last.pth continues exactly)")
@@ -176,6 +205,7 @@ def run(model=None, dataset=None, config_files=(), overrides=None, data_source=N
         "checkpoint": trainer.saved_model_file if saved else None,
         "config": plain(config.final_config_dict),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "run_id": trainer.run_id, "resumed_from": resume,
+        "log_file": log_file,
     }
     name = result_name or f"{label}-{dataset}-seed{config['seed']}-{trainer.run_id}.json"
     out = Path(results_dir) / name
@@ -236,7 +266,7 @@ def main(argv=None):
         else:
             run(model=model, dataset=dataset, config_files=files, overrides=args, data_source=source,
                 strict=strict, results_dir=results_dir, resume=resume)
-    except (UsageError, ConfigError, DataError, RecommendError) as e:
+    except (UsageError, ConfigError, DataError, RecommendError, FloatingPointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

@@ -80,14 +80,19 @@ def history_matrices(train_data, valid_data):
     return valid_hist, test_hist
 
 
+def new_run_id():
+    """``<date>-<time>-<6 hex>``: unique per run, also for runs started in the same second."""
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
 class S4RecTrainer(Trainer):
     """Trainer for every model the project runs (plugin or RecBole's own)."""
 
-    def __init__(self, config, model):
+    def __init__(self, config, model, run_id=None):
         super().__init__(config, model)
         # RecBole names checkpoints <model>-<time to the second>.pth: two runs started in the same second
         # would overwrite each other. Add the dataset and a unique run id.
-        self.run_id = f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+        self.run_id = run_id or new_run_id()
         self.saved_model_file = os.path.join(self.checkpoint_dir, f"{config['model']}-{config['dataset']}-{self.run_id}.pth")
         self.mask_history = bool(config["mask_history"])
         self.epoch_times = []
@@ -186,9 +191,12 @@ class S4RecTrainer(Trainer):
             for i, part in enumerate(parts):
                 if not torch.isfinite(part).all():
                     name = names[i] if names and i < len(names) else f"part {i + 1}"
+                    kept = [f"{what} {path}" for what, path in (("best", self.saved_model_file),
+                                                                 ("resumable (--resume)", self.last_model_file))
+                            if os.path.isfile(path)]
                     raise FloatingPointError(
-                        f"loss {name} is {part.item()} at epoch {epoch_idx}, batch {batch[0]}; training stopped, "
-                        f"the last good checkpoint is {self.saved_model_file}")
+                        f"loss {name} is {part.item()} at epoch {epoch_idx}, batch {batch[0]}; training stopped; "
+                        + ("last good checkpoints kept: " + ", ".join(kept) if kept else "no checkpoint written yet"))
             batch[0] += 1
             return losses
 

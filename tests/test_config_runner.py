@@ -1,6 +1,9 @@
 import json
+import os
 import subprocess
 import sys
+
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -137,3 +140,25 @@ def test_same_seed_same_metrics_and_distinct_run_files(tiny_data_path, tmp_path)
     b = run("S4Rec", "tiny", overrides=over, results_dir=tmp_path / "res")
     assert a["test"] == b["test"] and a["best_valid"] == b["best_valid"]
     assert a["checkpoint"] != b["checkpoint"] and a["result_file"] != b["result_file"]
+
+
+def test_concurrent_runs_in_one_folder_keep_separate_files(tiny_data_path, tmp_path):
+    """Two identical runs started together in the same folder: own checkpoints, logs and results."""
+    cmd = [sys.executable, str(REPO / "run_s4rec.py"), "--dataset=tiny", "--model=SASRec",
+           f"--data_path={tiny_data_path}", "--epochs=2", "--results_dir=res", "--checkpoint_dir=saved"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+             for _ in range(2)]
+    for p in procs:
+        assert p.wait(timeout=300) == 0, p.stderr.read().decode()[-2000:]
+    results = [json.loads(f.read_text()) for f in sorted((tmp_path / "res").glob("*.json"))]
+    assert len(results) == 2 and results[0]["run_id"] != results[1]["run_id"]
+    assert len(list((tmp_path / "saved").glob("*.last.pth"))) == 2
+    assert len([f for f in (tmp_path / "saved").glob("*.pth") if not f.name.endswith(".last.pth")]) == 2
+    logs = sorted((tmp_path / "log" / "SASRec").glob("*.log"))
+    assert len(logs) == 2 and sorted(str(f) for f in logs) == sorted(r["log_file"] for r in results)
+    for r in results:
+        text = Path(r["log_file"]).read_text()
+        assert text.count("epoch 1 training") == 1 and r["checkpoint"] in text
+        other = next(o for o in results if o is not r)
+        assert other["checkpoint"] not in text

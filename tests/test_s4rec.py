@@ -15,6 +15,8 @@ OFF = {"alpha": 0.0, "beta1": 0.0, "beta2": 0.0, "lambda": 0.0}
 
 
 def make(model, data_path, seed=7, **overrides):
+    if model == "S4Rec":
+        overrides.setdefault("n_clusters", 8)  # the default K = 128 is more than the tiny data's 120 users
     cfg = build_config(model, "tiny", overrides=tiny_overrides(data_path, **overrides))
     _, train, valid, test = prepare_data(cfg)
     init_seed(seed, True)
@@ -96,11 +98,49 @@ def test_mean_pooling_and_cos(tiny_data_path):
     assert all(torch.isfinite(p) for p in s4.calculate_loss(first_batch(train)))
 
 
-def test_bad_model_values(tiny_data_path):
-    with pytest.raises(ValueError, match="clustering='spectral'"):
-        make("S4Rec", tiny_data_path, clustering="spectral")
-    with pytest.raises(ValueError, match="alpha=-1"):
-        make("S4Rec", tiny_data_path, alpha=-1)
+BAD_VALUES = [
+    ("S4Rec", {"clustering": "spectral"}, r"clustering='spectral': expected one of \['online', 'kmeans'\]"),
+    ("S4Rec", {"alpha": -1}, r"alpha=-1: expected a number in \[0, inf\)"),
+    ("S4Rec", {"lambda": -0.1}, r"lambda=-0.1: expected a number in \[0, inf\)"),
+    ("S4Rec", {"n_clusters": 1}, r"n_clusters=1: expected an integer in \[2, 120\]"),
+    ("S4Rec", {"n_clusters": 121}, r"n_clusters=121: expected an integer in \[2, 120\]"),
+    ("S4Rec", {"tau1": 0.0}, r"tau1=0.0: expected a number in \(0, inf\)"),
+    ("S4Rec", {"tau2": -1.0}, r"tau2=-1.0: expected a number in \(0, inf\)"),
+    ("S4Rec", {"tau3": float("nan")}, r"tau3=nan: expected a number in \(0, inf\)"),
+    ("S4Rec", {"sinkhorn_eps": 0.0}, r"sinkhorn_eps=0.0: expected a number in \(0, inf\)"),
+    ("S4Rec", {"crop_ratio": 0.0}, r"crop_ratio=0.0: expected a number in \(0, 1\]"),
+    ("S4Rec", {"mask_ratio": 1.5}, r"mask_ratio=1.5: expected a number in \(0, 1\]"),
+    ("S4Rec", {"head_ratio": 1.0}, r"head_ratio=1.0: expected a number in \(0, 1\)"),
+    ("S4Rec", {"head_ratio": 0.0}, r"head_ratio=0.0: expected a number in \(0, 1\)"),
+    ("S4Rec", {"train_batch_size": 1}, r"train_batch_size=1: expected an integer in \[2, inf\)"),
+    ("S4Rec", {"hidden_dropout_prob": 1.0}, r"hidden_dropout_prob=1.0: expected a number in \[0, 1\)"),
+    ("S4Rec", {"aug_operators": []}, r"aug_operators=\[\]: expected a non-empty list from"),
+    ("S4Rec", {"aug_operators": ["crop", "flip"]}, r"aug_operators=\['crop', 'flip'\]: expected a non-empty list"),
+    ("CL4SRec", {"cl_temperature": 0}, r"cl_temperature=0: expected a number in \(0, inf\)"),
+    ("CL4SRec", {"train_batch_size": 1}, r"train_batch_size=1: expected an integer in \[2, inf\)"),
+    ("ICLRec", {"n_clusters": 1}, r"n_clusters=1: expected an integer in \[2, "),
+]
+
+
+@pytest.mark.parametrize("model, values, message", BAD_VALUES)
+def test_out_of_range_values_are_one_line_config_errors(tiny_data_path, model, values, message):
+    from s4rec_recbole.config import ConfigError
+
+    with pytest.raises(ConfigError, match=message) as e:
+        make(model, tiny_data_path, **values)
+    assert "\n" not in str(e.value)
+
+
+def test_weights_off_make_batch_size_and_k_irrelevant(tiny_data_path):
+    make("S4Rec", tiny_data_path, train_batch_size=1, n_clusters=1000, **OFF)  # plain SASRec: no error
+
+
+def test_out_of_range_value_on_the_command_line(tiny_data_path, capsys):
+    from s4rec_recbole.runner import main
+
+    assert main(["--dataset=tiny", f"--data_path={tiny_data_path}", "--model=S4Rec", "--tau2=0"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # after RecBole's log of the configuration
+    assert err == "error: tau2=0: expected a number in (0, inf)"
 
 
 def test_head_labels_from_80th_percentile(tiny_data_path):
@@ -147,5 +187,30 @@ def test_nan_part_stops_training_with_its_name(tiny_data_path, tmp_path, monkeyp
     original = s4.calculate_loss
     monkeypatch.setattr(s4, "calculate_loss", lambda inter: tuple(
         p * float("nan") if i == 3 else p for i, p in enumerate(original(inter))))
-    with pytest.raises(FloatingPointError, match=r"loss ckd is nan at epoch 0, batch 0"):
+    with pytest.raises(FloatingPointError, match=r"loss ckd is nan at epoch 0, batch 0; training stopped; "
+                                                 "no checkpoint written yet"):
         trainer.fit(train, valid)
+
+
+def test_nan_in_a_later_epoch_keeps_the_last_good_checkpoints(tiny_data_path, tmp_path, monkeypatch):
+    from s4rec_recbole.trainer import S4RecTrainer, load_checkpoint
+
+    cfg, s4, train = make("S4Rec", tiny_data_path, checkpoint_dir=str(tmp_path), epochs=3)
+    _, _, valid, _ = prepare_data(cfg)
+    trainer = S4RecTrainer(cfg, s4)
+    original, calls = s4.calculate_loss, [0]
+    n_batches = len(train)
+
+    def poisoned(inter):
+        calls[0] += 1
+        parts = original(inter)
+        return (parts[0] * float("inf"),) + parts[1:] if calls[0] > n_batches + 1 else parts
+
+    monkeypatch.setattr(s4, "calculate_loss", poisoned)
+    with pytest.raises(FloatingPointError) as e:
+        trainer.fit(train, valid)
+    msg = str(e.value)
+    assert msg.startswith("loss rec is inf at epoch 1, batch 1; training stopped; last good checkpoints kept: ")
+    assert trainer.saved_model_file in msg and trainer.last_model_file in msg
+    last = load_checkpoint(trainer.last_model_file)
+    assert last["epoch"] == 0 and all(torch.isfinite(v).all() for v in last["state_dict"].values())

@@ -9,6 +9,7 @@ position in the user's line, so RecBole's ``order: TO`` leave-one-out split repr
 import hashlib
 import logging
 import os
+import re
 import tempfile
 import urllib.error
 import urllib.request
@@ -21,6 +22,8 @@ logger = logging.getLogger(__name__)
 # Users need at least 3 items for a leave-one-out split (one to train on, one to validate, one to test).
 MIN_ITEMS = 3
 INTER_HEADER = "user_id:token\titem_id:token\ttimestamp:float\n"
+_ID = re.compile(r"[0-9]+")
+MAX_ID = 2 ** 63 - 1
 SOURCE_ENV = "S4REC_DATA_SOURCE"
 _ICLREC_DATA = "https://raw.githubusercontent.com/salesforce/ICLRec/master/data/"
 
@@ -62,41 +65,68 @@ def read_sequences(path, strict: bool = False) -> Tuple[List[Tuple[int, List[int
     """
     path = Path(path)
     sequences, seen, skipped = [], {}, 0
-    with open(path, "r", encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            tokens = line.split()
-            where = f"{path}:{lineno}"
-            if not tokens:
-                raise DataError(f"{where}: empty line; expected 'user item item ...'")
-            try:
-                values = [int(t) for t in tokens]
-            except ValueError:
-                bad = next(t for t in tokens if not _is_int(t))
-                raise DataError(f"{where}: token {bad!r} is not an integer id; expected 'user item item ...'") from None
-            if any(v < 0 for v in values):
-                raise DataError(f"{where}: negative id; expected non-negative integer ids")
-            user, items = values[0], values[1:]
-            if user in seen:
-                raise DataError(f"{where}: user {user} already appeared on line {seen[user]}; expected one line per user")
-            seen[user] = lineno
-            if len(items) < MIN_ITEMS:
-                if strict:
-                    raise DataError(
-                        f"{where}: user {user} has {len(items)} items; expected at least {MIN_ITEMS} for a leave-one-out split")
-                skipped += 1
-                continue
-            sequences.append((user, items))
+    for lineno, line in _lines(path):
+        tokens = line.split()
+        where = f"{path}:{lineno}"
+        if not tokens:
+            raise DataError(f"{where}: empty line; expected 'user item item ...'")
+        bad = next((t for t in tokens if not _ID.fullmatch(t)), None)
+        if bad is not None:
+            what = f"negative id {bad!r}" if _ID.fullmatch(bad[1:]) and bad[0] == "-" else \
+                f"token {bad!r} is not an integer id"
+            raise DataError(f"{where}: {what}; expected 'user item item ...' of non-negative integer ids "
+                            "(ASCII digits)")
+        values = [int(t) for t in tokens]
+        if max(values) > MAX_ID:
+            raise DataError(f"{where}: id {max(values)} is larger than {MAX_ID}; expected ids that fit in 64 bits")
+        user, items = values[0], values[1:]
+        if user in seen:
+            raise DataError(f"{where}: user {user} already appeared on line {seen[user]}; expected one line per user")
+        seen[user] = lineno
+        if len(items) < MIN_ITEMS:
+            if strict:
+                raise DataError(
+                    f"{where}: user {user} has {len(items)} items; expected at least {MIN_ITEMS} for a leave-one-out split")
+            skipped += 1
+            continue
+        sequences.append((user, items))
     if not sequences:
         raise DataError(f"{path}: no user with at least {MIN_ITEMS} items")
     return sequences, skipped
 
 
-def _is_int(token: str) -> bool:
-    try:
-        int(token)
-        return True
-    except ValueError:
-        return False
+def _lines(path):
+    """``(line number, text)`` of a UTF-8 text file; undecodable bytes are a :class:`DataError`."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DataError(f"{path}:{lineno}: not UTF-8 text; expected a plain text file") from None
+            if "\x00" in text:
+                raise DataError(f"{path}:{lineno}: NUL byte; expected a plain text file")
+            yield lineno, text
+
+
+def check_inter(path) -> None:
+    """Check an existing atomic ``.inter`` file (one this project wrote, possibly since truncated or
+    edited): the header, then ``user<TAB>item<TAB>position`` on every line. One-line :class:`DataError`."""
+    path = Path(path)
+    lines = _lines(path)
+    first = next(lines, None)
+    if first is None or first[1].rstrip("\r\n") != INTER_HEADER.rstrip("\n"):
+        got = "an empty file" if first is None else repr(first[1].rstrip("\r\n")[:80])
+        raise DataError(f"{path}:1: expected the header {INTER_HEADER.rstrip()!r}, got {got}; "
+                        "delete the file to convert the benchmark again")
+    n = 0
+    for lineno, text in lines:
+        fields = text.rstrip("\r\n").split("\t")
+        if len(fields) != 3 or not all(_ID.fullmatch(f) for f in fields) or not text.endswith("\n"):
+            raise DataError(f"{path}:{lineno}: expected 'user<TAB>item<TAB>position' (three integers and a newline), "
+                            f"got {text.rstrip()[:80]!r}; the file is malformed or truncated, delete it to convert again")
+        n += 1
+    if n == 0:
+        raise DataError(f"{path}: no interactions after the header; delete the file to convert again")
 
 
 def atomic_write_text(path, text: str) -> None:
@@ -198,6 +228,7 @@ def prepare_dataset(name: str, data_path, data_source=None, strict: bool = False
     """Return ``<data_path>/<name>/<name>.inter``, making it first if it does not exist."""
     inter = Path(data_path) / name / f"{name}.inter"
     if inter.is_file() and data_source is None:
+        check_inter(inter)
         return inter
     source = locate_source(name, data_source, shared_dir)
     if source is None:

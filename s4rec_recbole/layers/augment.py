@@ -96,6 +96,8 @@ class SequenceAugmenter(nn.Module):
     ``forward(seq [B, L], lengths [B]) -> (view [B, L], view_lengths [B])``.
     """
 
+    OPERATORS = OPERATORS
+
     def __init__(self, n_items, operators=OPERATORS, crop_ratio=0.2, mask_ratio=0.7, reorder_ratio=0.2,
                  insert_ratio=0.2, item_freq=None):
         super().__init__()

@@ -4,9 +4,13 @@ The encoder is RecBole's :class:`~recbole.model.sequential_recommender.SASRec` (
 initialisation), run on batches trimmed to their longest real sequence, with item id ``n_items``
 reserved as the mask token of the augmentations.
 """
+import math
+
 import numpy as np
 import torch
 from recbole.model.sequential_recommender import SASRec
+
+from s4rec_recbole.config import ConfigError
 
 from s4rec_recbole.layers import MaskableEmbedding, SequenceAugmenter, kmeans, use_fast_dropout
 
@@ -43,19 +47,30 @@ def training_item_freq(dataset):
     return freq
 
 
-def number(config, key, low=0.0, high=float("inf")):
-    """``config[key]`` as a float in ``[low, high]``, else a one-line ValueError."""
+def number(config, key, low=0.0, high=float("inf"), open_low=False, open_high=False, integer=False):
+    """``config[key]`` as a float (or int) in the interval from ``low`` to ``high``, else a one-line
+    :class:`ConfigError` naming the key, the value and the accepted interval."""
     value = config[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise ValueError(f"{key}={value!r}: expected a number in [{low}, {high}]")
-    return float(value)
+    ok = not isinstance(value, bool) and isinstance(value, int if integer else (int, float))
+    if ok:
+        ok = math.isfinite(value) and (low < value if open_low else low <= value) and \
+            (value < high if open_high else value <= high)
+    if not ok:
+        interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high or math.isinf(high) else ']'}"
+        raise ConfigError(f"{key}={value!r}: expected {'an integer' if integer else 'a number'} in {interval}")
+    return int(value) if integer else float(value)
 
 
 def choice(config, key, accepted):
     value = config[key]
     if value not in accepted:
-        raise ValueError(f"{key}={value!r}: expected one of {list(accepted)}")
+        raise ConfigError(f"{key}={value!r}: expected one of {list(accepted)}")
     return value
+
+
+def check_contrastive_batch(config):
+    """Contrastive losses need at least two sequences per batch (one positive, one negative)."""
+    number(config, "train_batch_size", 2, integer=True)
 
 
 class ContrastiveSASRec(SASRec):
@@ -68,6 +83,13 @@ class ContrastiveSASRec(SASRec):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.seq_pooling = choice(config, "seq_pooling", ("last", "mean"))
+        for key in ("hidden_dropout_prob", "attn_dropout_prob"):
+            number(config, key, 0, 1, open_high=True)
+        ops = config["aug_operators"]
+        if not isinstance(ops, (list, tuple)) or not ops or any(op not in SequenceAugmenter.OPERATORS for op in ops):
+            raise ConfigError(f"aug_operators={ops!r}: expected a non-empty list from {list(SequenceAugmenter.OPERATORS)}")
+        for key in ("crop_ratio", "mask_ratio", "reorder_ratio", "insert_ratio"):
+            number(config, key, 0, 1, open_low=True)
         # The mask token is id n_items; scoring still covers exactly the n_items real ids.
         self.item_embedding = MaskableEmbedding(self.item_embedding.weight, self.initializer_range)
         self.augmenter = SequenceAugmenter(

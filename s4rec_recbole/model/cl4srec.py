@@ -6,7 +6,7 @@ Loss parts: ``(rec, cl_weight * L_cl)`` with ``L_cl = (l(z1, z2) + l(z2, z1)) / 
 """
 from s4rec_recbole.layers import info_nce
 from s4rec_recbole.model import register
-from s4rec_recbole.model.base import ContrastiveSASRec, choice, number
+from s4rec_recbole.model.base import ContrastiveSASRec, check_contrastive_batch, choice, number
 
 
 @register
@@ -18,8 +18,10 @@ class CL4SRec(ContrastiveSASRec):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.cl_weight = number(config, "cl_weight")
-        self.cl_temperature = number(config, "cl_temperature", 1e-6)
+        self.cl_temperature = number(config, "cl_temperature", 0, open_low=True)
         self.sim = choice(config, "sim", ("dot", "cos"))
+        if self.cl_weight > 0:
+            check_contrastive_batch(config)
 
     def calculate_loss(self, interaction):
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]

@@ -9,7 +9,7 @@ import torch
 
 from s4rec_recbole.layers import info_nce
 from s4rec_recbole.model import register
-from s4rec_recbole.model.base import ContrastiveSASRec, choice, number
+from s4rec_recbole.model.base import ContrastiveSASRec, check_contrastive_batch, choice, number
 
 
 @register
@@ -22,9 +22,12 @@ class ICLRec(ContrastiveSASRec):
         super().__init__(config, dataset)
         self.cl_weight = number(config, "cl_weight")
         self.intent_weight = number(config, "intent_weight")
-        self.temperature = number(config, "cl_temperature", 1e-6)
+        self.temperature = number(config, "cl_temperature", 0, open_low=True)
         self.sim = choice(config, "sim", ("dot", "cos"))
-        self.n_clusters = int(number(config, "n_clusters", 1))
+        # K-means runs over every training sample (each prefix of each training sequence)
+        self.n_clusters = number(config, "n_clusters", 2, len(dataset.inter_feat), integer=True)
+        if self.cl_weight > 0 or self.intent_weight > 0:
+            check_contrastive_batch(config)
         self.register_buffer("centroids", torch.zeros(self.n_clusters, self.hidden_size))
         self.kmeans_epochs = []  # epochs whose centroids were recomputed (for tests and logs)
 

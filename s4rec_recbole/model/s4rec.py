@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from s4rec_recbole.layers import LengthAdversary, PrototypeLayer, distill_kl, head_threshold, info_nce, sinkhorn, swav_loss
 from s4rec_recbole.model import register
-from s4rec_recbole.model.base import ContrastiveSASRec, choice, number, training_lengths
+from s4rec_recbole.model.base import ContrastiveSASRec, check_contrastive_batch, choice, number, training_lengths
 
 
 @register
@@ -29,17 +29,22 @@ class S4Rec(ContrastiveSASRec):
         super().__init__(config, dataset)
         self.alpha, self.beta1 = number(config, "alpha"), number(config, "beta1")
         self.beta2, self.lmd = number(config, "beta2"), number(config, "lambda")
-        self.tau1, self.tau2, self.tau3 = (number(config, k, 1e-6) for k in ("tau1", "tau2", "tau3"))
-        self.sinkhorn_eps = number(config, "sinkhorn_eps", 1e-6)
-        self.sinkhorn_iters = int(number(config, "sinkhorn_iters", 1))
-        self.n_clusters = int(number(config, "n_clusters", 1))
+        self.tau1, self.tau2, self.tau3 = (number(config, k, 0, open_low=True) for k in ("tau1", "tau2", "tau3"))
+        self.sinkhorn_eps = number(config, "sinkhorn_eps", 0, open_low=True)
+        self.sinkhorn_iters = number(config, "sinkhorn_iters", 1, integer=True)
+        uses_clusters = self.alpha > 0 or self.beta1 > 0 or self.beta2 > 0
+        # K prototypes cannot be told apart by fewer sequences than K (checked only when they are used)
+        self.n_clusters = number(config, "n_clusters", 2, len(training_lengths(dataset)) if uses_clusters
+                                 else float("inf"), integer=True)
+        if self.beta1 > 0 or self.alpha > 0:  # in-batch negatives / equal partition of the batch
+            check_contrastive_batch(config)
         self.sim = choice(config, "sim", ("dot", "cos"))
         self.clustering = choice(config, "clustering", ("online", "kmeans"))
 
         self.prototypes = PrototypeLayer(self.n_clusters, self.hidden_size, self.initializer_range)
         self.register_buffer("centroids", torch.zeros(self.n_clusters, self.hidden_size))
         self.adversary = LengthAdversary(self.hidden_size, number(config, "grl_scale"))
-        self.head_min_length = head_threshold(training_lengths(dataset), number(config, "head_ratio", 0, 1))
+        self.head_min_length = head_threshold(training_lengths(dataset), number(config, "head_ratio", 0, 1, open_low=True, open_high=True))
 
     def prototype_vectors(self):
         """``[K, d]`` cluster representatives: trainable prototypes (online) or the epoch's K-means centroids."""
