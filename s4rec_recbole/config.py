@@ -9,6 +9,7 @@ import difflib
 import math
 from pathlib import Path
 
+import torch
 import yaml
 from recbole.config import Config
 from recbole.utils import argument_list
@@ -18,6 +19,9 @@ DATASET_DIR = Path(__file__).resolve().parents[1] / "dataset"
 
 # Keys that the project adds to RecBole's (each is documented in properties/overall.yaml).
 PROJECT_KEYS = {"mask_history", "head_ratio"}
+# RecBole's distributed settings (set by the runner's --nproc/--world_size/--offset/--ip/--port; local_rank
+# per spawned process). RecBole reads them but has no defaults for them.
+DISTRIBUTED_KEYS = {"nproc", "world_size", "offset", "ip", "port", "local_rank"}
 
 
 class ConfigError(ValueError):
@@ -95,7 +99,7 @@ class S4RecConfig(Config):
             given = ", ".join(f"{k}={(config_dict.get(k, '(file ' + user_keys[k] + ')'))!r}" for k in sorted(user_keys))
             raise ConfigError(f"RecBole rejected the configuration ({type(e).__name__}: "
                               f"{str(e).splitlines()[0] if str(e) else 'no message'}); given: {given}") from None
-        known = set(self.internal_config_dict) | PROJECT_KEYS | {"model", "dataset", "config_files"}
+        known = set(self.internal_config_dict) | PROJECT_KEYS | DISTRIBUTED_KEYS | {"model", "dataset", "config_files"}
         for f in own:
             known |= set(read_yaml(f))
         for group in ("general_arguments", "training_arguments", "evaluation_arguments", "dataset_arguments"):
@@ -131,6 +135,32 @@ class S4RecConfig(Config):
             if not ok:
                 interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
                 raise ConfigError(f"{key}={value!r}: expected a number in {interval}")
+
+    def _init_device(self):
+        """RecBole's device set-up, with distributed training on CPU too.
+
+        RecBole 1.2.1 always starts NCCL on ``cuda:<local_rank>``. Here the backend follows the device:
+        NCCL when the process has a GPU, gloo on CPU. The process group is joined at
+        ``tcp://ip:port`` with global rank ``offset + local_rank`` of ``world_size``.
+        """
+        cfg = self.final_config_dict
+        local_rank = cfg.pop("local_rank", None)
+        super()._init_device()  # single-process set-up: gpu_id, CUDA_VISIBLE_DEVICES, device
+        if local_rank is None:
+            return
+        import torch.distributed as dist
+
+        cuda = cfg["device"].type == "cuda"
+        rank = local_rank + int(cfg.get("offset") or 0)
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if cuda else "gloo", rank=rank, world_size=int(cfg["world_size"]),
+                                    init_method=f"tcp://{cfg.get('ip') or 'localhost'}:{cfg.get('port') or 5678}")
+        cfg.update(local_rank=local_rank, single_spec=False,
+                   device=torch.device("cuda", local_rank) if cuda else torch.device("cpu"))
+        if cuda:
+            torch.cuda.set_device(local_rank)
+        if local_rank != 0:
+            cfg.update(state="error", show_progress=False, verbose=False)
 
     def _load_cmd_line(self):
         # The runner parses sys.argv itself and passes the result as config_dict.

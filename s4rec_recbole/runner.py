@@ -49,6 +49,9 @@ USAGE = """usage: python run_s4rec.py --dataset=NAME [--model=NAME[,NAME...]] [-
                   S4REC_DATA_SOURCE, then ../shared/datasets/NAME/, then download)
   --strict        fail on users with fewer than 3 items instead of skipping them
   --resume        continue an interrupted training from its saved/<...>.last.pth (exactly, same RNG state)
+  --nproc         distributed data-parallel training in N processes on this host (gloo on CPU, NCCL on GPU)
+  --world_size    total processes over all hosts (multi-host: also --offset=first rank of this host,
+                  --ip=address of the rank-0 host, --port=its free TCP port; default localhost:29500)
   --key=value     any RecBole or model configuration key, e.g. --epochs=20 --learning_rate=1e-3
 
        python run_s4rec.py --tune=properties/hyper/S4Rec.yaml --dataset=NAME [--algo=grid|random|tpe]
@@ -100,7 +103,14 @@ def build_config(model, dataset, config_files=(), overrides=None):
 def prepare_data(config):
     """RecBole dataset and loaders, with the history matrices that ``mask_history`` needs."""
     dataset = create_dataset(config)
-    train_data, valid_data, test_data = data_preparation(config, dataset)
+    distributed = not config["single_spec"]
+    config["single_spec"] = True  # evaluation loaders cover every user on every rank (see S4RecTrainer.evaluate)
+    try:
+        train_data, valid_data, test_data = data_preparation(config, dataset)
+    finally:
+        config["single_spec"] = not distributed
+    if distributed:  # the training loader is sharded over the ranks (RecBole's DistributedSampler)
+        train_data = type(train_data)(config, train_data._dataset, train_data._sampler, shuffle=True)
     if config["length_bucket_pool"]:
         if not config["single_spec"]:
             raise ConfigError("length_bucket_pool: not supported with distributed training; set it to 0")
@@ -158,8 +168,16 @@ def run(model=None, dataset=None, config_files=(), overrides=None, data_source=N
     config = build_config(model, dataset, config_files, overrides)
     label = model if isinstance(model, str) else config["model"]
     init_seed(config["seed"], config["reproducibility"])
+    distributed = not config["single_spec"]
     run_id = new_run_id()
-    log_file = init_run_logger(config, run_id)
+    if distributed:  # every rank names its files after rank 0's run id
+        import torch.distributed as dist
+
+        shared = [run_id]
+        dist.broadcast_object_list(shared, src=0)
+        run_id = shared[0]
+    main_rank = not distributed or config["local_rank"] == 0
+    log_file = init_run_logger(config, run_id) if main_rank else None
     logger = logging.getLogger()
     logger.info(config)
     t0 = time.time()
@@ -177,6 +195,8 @@ def run(model=None, dataset=None, config_files=(), overrides=None, data_source=N
     best_valid_score, best_valid = trainer.fit(train_data, valid_data, saved=saved,
                                                show_progress=config["show_progress"])
     fit_s = time.time() - t_fit
+    if distributed:
+        dist.barrier()  # rank 0 has written the best checkpoint that every rank loads for the test
     t_eval = time.time()
     test = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
     eval_s = time.time() - t_eval
@@ -206,7 +226,10 @@ def run(model=None, dataset=None, config_files=(), overrides=None, data_source=N
         "config": plain(config.final_config_dict),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "run_id": trainer.run_id, "resumed_from": resume,
         "log_file": log_file,
+        "distributed": {"world_size": int(config["world_size"]), "backend": dist.get_backend()} if distributed else None,
     }
+    if distributed and dist.get_rank() != 0:
+        return None
     name = result_name or f"{label}-{dataset}-seed{config['seed']}-{trainer.run_id}.json"
     out = Path(results_dir) / name
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
@@ -217,6 +240,78 @@ def run(model=None, dataset=None, config_files=(), overrides=None, data_source=N
     print(f"\n{label} on {dataset}: {result['epochs_run']} epochs, "
           f"{result['timings']['mean_epoch_train_s']:.1f} s/epoch\n{table}\nresult: {out}")
     return result
+
+
+DIST_KEYS = ("nproc", "world_size", "offset", "ip", "port")
+
+
+def distributed_settings(args):
+    """``{nproc, world_size, offset, ip, port}`` from the command line (popped from ``args``), checked;
+    None for a single-process run."""
+    given = {k: args.pop(k) for k in DIST_KEYS if k in args}
+    nproc, world_size = given.get("nproc", 1), given.get("world_size", -1)
+    offset, ip, port = given.get("offset", 0), str(given.get("ip", "localhost")), given.get("port", 29500)
+    for key, value, low in (("nproc", nproc, 1), ("world_size", world_size, -1), ("offset", offset, 0),
+                            ("port", port, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise UsageError(f"--{key}={value}: expected an integer >= {low}")
+    if world_size == -1:
+        world_size = nproc
+    if nproc == 1 and world_size == 1:
+        if set(given) - {"nproc", "world_size"}:
+            raise UsageError(f"--{sorted(set(given) - {'nproc', 'world_size'})[0]} needs --nproc > 1 or --world_size > 1")
+        return None
+    if offset + nproc > world_size:
+        raise UsageError(f"--offset={offset} + --nproc={nproc} exceeds --world_size={world_size}; expected the "
+                         "processes of this host to be ranks offset .. offset + nproc - 1 of world_size")
+    if port > 65535:
+        raise UsageError(f"--port={port}: expected a TCP port (1-65535)")
+    return {"nproc": nproc, "world_size": world_size, "offset": offset, "ip": ip, "port": port}
+
+
+def _ddp_worker(local_rank, kwargs, queue):
+    """One process of a distributed run (spawned by :func:`run_distributed`)."""
+    import torch.distributed as dist
+
+    kwargs = dict(kwargs, overrides=dict(kwargs["overrides"], local_rank=local_rank))
+    try:
+        result = run(**kwargs)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if result is not None:
+        queue.put({k: result[k] for k in ("test", "best_valid", "result_file", "timings")})
+
+
+def run_distributed(settings, **kwargs):
+    """``run`` in ``settings["nproc"]`` processes of one DDP job (RecBole's torch.distributed support).
+
+    The same spawn scheme as RecBole's ``run_recboles`` (which lives in ``recbole.quick_start``, a module
+    that imports ray), with gloo on CPU and NCCL on GPU. Returns rank 0's summary (None on other hosts).
+    """
+    import torch.multiprocessing as mp
+
+    overrides = dict(kwargs.pop("overrides", {}), **settings)
+    model, dataset = kwargs.get("model") or default_model(), kwargs["dataset"]
+    data_path = overrides.get("data_path", str(DATASET_DIR))
+    prepare_dataset(dataset, data_path, data_source=kwargs.pop("data_source", None),
+                    strict=kwargs.pop("strict", False))
+    check = build_config(model, dataset, kwargs.get("config_files", ()),
+                         {k: v for k, v in overrides.items() if k not in DIST_KEYS})  # errors before spawning
+    if check["length_bucket_pool"]:
+        raise ConfigError("length_bucket_pool: not supported with distributed training; set it to 0")
+    queue = mp.get_context("spawn").SimpleQueue()
+    try:
+        mp.spawn(_ddp_worker, args=(dict(kwargs, model=model, overrides=overrides), queue),
+                 nprocs=settings["nproc"], join=True)
+    except mp.ProcessRaisedException as e:
+        last = [line for line in str(e).strip().splitlines() if line.strip()][-1]
+        raise DistributedError(f"a training process failed: {last}") from None
+    return None if queue.empty() else queue.get()
+
+
+class DistributedError(RuntimeError):
+    """A spawned training process failed; the message carries its last error line."""
 
 
 def main(argv=None):
@@ -236,6 +331,10 @@ def main(argv=None):
         seeds = args.pop("seeds", None)
         resume = args.pop("resume", None)
         space = args.pop("tune", None)
+        distributed = distributed_settings(args)
+        if distributed and space:
+            raise UsageError("--tune runs whole trainings as trials; use --backend=ray for parallel trials, "
+                             "not --nproc")
         tune_args = {k: args.pop(k) for k in TUNE_KEYS if k in args}
         if tune_args and not space:
             raise UsageError(f"--{next(iter(tune_args))} needs --tune=SPACE.yaml")
@@ -252,6 +351,11 @@ def main(argv=None):
             resolve_model(model)
             tune(space, model, dataset, config_files=files, overrides=args, data_source=source, strict=strict,
                  results_dir=results_dir, **tune_args)
+        elif distributed:
+            if (model and "," in model) or seeds or resume:
+                raise UsageError("--nproc/--world_size train one model once; drop the model list, --seeds, --resume")
+            run_distributed(distributed, model=model, dataset=dataset, config_files=files, overrides=args,
+                            data_source=source, strict=strict, results_dir=results_dir)
         elif (model and "," in model) or seeds:
             from s4rec_recbole.compare import compare
 
@@ -266,7 +370,7 @@ def main(argv=None):
         else:
             run(model=model, dataset=dataset, config_files=files, overrides=args, data_source=source,
                 strict=strict, results_dir=results_dir, resume=resume)
-    except (UsageError, ConfigError, DataError, RecommendError, FloatingPointError) as e:
+    except (UsageError, ConfigError, DataError, RecommendError, FloatingPointError, DistributedError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

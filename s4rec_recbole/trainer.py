@@ -89,7 +89,18 @@ class S4RecTrainer(Trainer):
     """Trainer for every model the project runs (plugin or RecBole's own)."""
 
     def __init__(self, config, model, run_id=None):
-        super().__init__(config, model)
+        distributed = not config["single_spec"]
+        # RecBole wraps the model in DistributedDataParallel with device_ids=[local_rank], which only works
+        # on a GPU; build the wrapper here for CPU (gloo) and GPU (NCCL) alike.
+        config["single_spec"] = True
+        try:
+            super().__init__(config, model)
+        finally:
+            config["single_spec"] = not distributed
+        if distributed:
+            cuda = self.device.type == "cuda"
+            self.distributed_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[config["local_rank"]] if cuda else None)
         # RecBole names checkpoints <model>-<time to the second>.pth: two runs started in the same second
         # would overwrite each other. Add the dataset and a unique run id.
         self.run_id = run_id or new_run_id()
@@ -224,10 +235,15 @@ class S4RecTrainer(Trainer):
             self.model.load_other_parameter(checkpoint.get("other_parameter"))
             self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
         self._history = self._history_of(eval_data)
+        # With several processes every rank evaluates all users (the evaluation loaders are not sharded,
+        # see runner.prepare_data): the result is the single-process one on every rank, so RecBole's
+        # averaging over ranks is skipped and early stopping agrees everywhere.
+        distributed, self.config["single_spec"] = not self.config["single_spec"], True
         try:
             return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
         finally:
             self._history = None
+            self.config["single_spec"] = not distributed
 
     def _history_of(self, eval_data):
         """The seen-items matrix to mask for ``eval_data`` (None when ``mask_history`` is off)."""

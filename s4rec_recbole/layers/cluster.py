@@ -4,25 +4,34 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from s4rec_recbole.layers.distributed import active, all_reduce
+
 
 @torch.no_grad()
-def sinkhorn(scores, eps=0.05, n_iters=3):
+def sinkhorn(scores, eps=0.05, n_iters=3, global_batch=False):
     """Equal-partition soft assignments of a batch to prototypes.
 
     Args:
         scores: ``[B, K]`` similarities (no gradient flows through the result).
         eps: entropic regularisation; ``exp(scores / eps)`` is the starting transport plan.
         n_iters: alternating normalisations (each: prototypes to mass 1/K, then samples to 1/B).
+        global_batch: with several processes, normalise over the rows of every rank (the global batch):
+            the maximum, the total mass, the per-prototype sums and B are all-reduced. The local rows of
+            the result equal those of a single process given all ranks' rows.
 
     Returns:
         ``[B, K]`` targets whose rows sum to 1 and whose columns sum to about ``B / K``.
     """
     scores = scores.detach().float()
     B, K = scores.shape
-    q = torch.exp((scores - scores.max()) / eps)
-    q = q / q.sum()
+    dist_on = active(global_batch)
+    reduce = all_reduce if dist_on else (lambda t, op="sum": t)
+    if dist_on:
+        B = int(reduce(torch.tensor([B], device=scores.device)).item())
+    q = torch.exp((scores - reduce(scores.max().reshape(1), "max")) / eps)
+    q = q / reduce(q.sum().reshape(1))
     for _ in range(n_iters):
-        q = q / q.sum(dim=0, keepdim=True) / K
+        q = q / reduce(q.sum(dim=0, keepdim=True)) / K
         q = q / q.sum(dim=1, keepdim=True) / B
     return q * B
 

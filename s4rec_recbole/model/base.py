@@ -13,6 +13,7 @@ from recbole.model.sequential_recommender import SASRec
 from s4rec_recbole.config import ConfigError
 
 from s4rec_recbole.layers import MaskableEmbedding, SequenceAugmenter, kmeans, use_fast_dropout
+from s4rec_recbole.layers.distributed import broadcast, gather_rows, shard, world
 
 
 def trim(item_seq, item_seq_len):
@@ -97,6 +98,8 @@ class ContrastiveSASRec(SASRec):
             mask_ratio=config["mask_ratio"], reorder_ratio=config["reorder_ratio"],
             insert_ratio=config["insert_ratio"],
             item_freq=training_item_freq(dataset))
+        # with several processes: batch-coupled losses over the global batch (see layers/distributed.py)
+        self.global_batch = bool(config["global_batch_negatives"])
         self.embed_batch_size = int(config["eval_batch_size"])
         self.seed = int(config["seed"])
         if config["fast_dropout"]:
@@ -136,11 +139,12 @@ class ContrastiveSASRec(SASRec):
                 self.sequence_embedding(*self.augmenter(item_seq, item_seq_len)))
 
     @torch.no_grad()
-    def embed_all(self, dataset):
-        """Sequence embeddings ``[N, d]`` of every sample of ``dataset`` (eval mode, no gradient)."""
+    def embed_all(self, dataset, rows=slice(None)):
+        """Sequence embeddings ``[N, d]`` of the samples ``rows`` (default all) of ``dataset`` (eval mode,
+        no gradient)."""
         was_training = self.training
         self.eval()
-        seqs, lens = dataset.inter_feat[self.ITEM_SEQ], dataset.inter_feat[self.ITEM_SEQ_LEN]
+        seqs, lens = dataset.inter_feat[self.ITEM_SEQ][rows], dataset.inter_feat[self.ITEM_SEQ_LEN][rows]
         device = self.item_embedding.weight.device
         step = self.embed_batch_size
         out = torch.cat([self.sequence_embedding(seqs[i:i + step].to(device), lens[i:i + step].to(device))
@@ -149,8 +153,18 @@ class ContrastiveSASRec(SASRec):
         return out
 
     def kmeans_centroids(self, dataset, k, epoch_idx):
-        """K-means centroids ``[k, d]`` of all training samples' embeddings (faiss)."""
-        return kmeans(self.embed_all(dataset), k, seed=self.seed + epoch_idx)
+        """K-means centroids ``[k, d]`` of all training samples' embeddings (faiss).
+
+        With several processes each rank embeds its contiguous share of the samples, rank 0 clusters the
+        gathered embeddings (in the single-process order) and broadcasts the centroids.
+        """
+        rank, size = world()
+        if size == 1:
+            return kmeans(self.embed_all(dataset), k, seed=self.seed + epoch_idx)
+        gathered, _ = gather_rows(self.embed_all(dataset, shard(len(dataset.inter_feat))), grad=False)
+        centroids = kmeans(gathered, k, seed=self.seed + epoch_idx) if rank == 0 else \
+            gathered.new_zeros(k, gathered.size(1))
+        return broadcast(centroids.contiguous())
 
     # ------------------------------------------------------------------ next-item loss
     def rec_loss(self, seq_output, interaction):

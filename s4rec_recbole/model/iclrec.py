@@ -60,10 +60,10 @@ class ICLRec(ContrastiveSASRec):
         z1, z2 = self.views(item_seq, item_seq_len)
         instance = intent = zero
         if self.cl_weight > 0:
-            instance = self.cl_weight * (info_nce(z1, z2, self.temperature, self.sim)
-                                         + info_nce(z2, z1, self.temperature, self.sim)) / 2
+            instance = self.cl_weight * (info_nce(z1, z2, self.temperature, self.sim, global_batch=self.global_batch)
+                                         + info_nce(z2, z1, self.temperature, self.sim, global_batch=self.global_batch)) / 2
         if self.intent_weight > 0:
             c = self.intents(z)
-            intent = self.intent_weight * (info_nce(z1, c, self.temperature, self.sim)
-                                           + info_nce(z2, c, self.temperature, self.sim)) / 2
+            intent = self.intent_weight * (info_nce(z1, c, self.temperature, self.sim, global_batch=self.global_batch)
+                                           + info_nce(z2, c, self.temperature, self.sim, global_batch=self.global_batch)) / 2
         return rec, instance, intent

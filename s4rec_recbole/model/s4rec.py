@@ -63,7 +63,7 @@ class S4Rec(ContrastiveSASRec):
         if need_assign:
             if self.clustering == "online":
                 scores = self.prototypes(z)                                   # [B, K]
-                targets = sinkhorn(scores, self.sinkhorn_eps, self.sinkhorn_iters)
+                targets = sinkhorn(scores, self.sinkhorn_eps, self.sinkhorn_iters, self.global_batch)
                 assigned = targets.argmax(dim=1)                              # h(u), [B]
                 if self.alpha > 0:
                     clust = self.alpha * swav_loss(scores, targets, self.tau1)
@@ -73,8 +73,8 @@ class S4Rec(ContrastiveSASRec):
             protos = self.prototype_vectors()
             z1, z2 = self.views(item_seq, item_seq_len)
             if self.beta1 > 0:
-                scl = self.beta1 * (info_nce(z1, z2, self.tau2, self.sim, protos, assigned)
-                                    + info_nce(z2, z1, self.tau2, self.sim, protos, assigned))
+                scl = self.beta1 * (info_nce(z1, z2, self.tau2, self.sim, protos, assigned, self.global_batch)
+                                    + info_nce(z2, z1, self.tau2, self.sim, protos, assigned, self.global_batch))
             if self.beta2 > 0:
                 teacher = protos[assigned]
                 ckd = self.beta2 * (distill_kl(teacher, z1, self.tau3) + distill_kl(teacher, z2, self.tau3))
