@@ -15,3 +15,21 @@ def test_epoch_time_benchmark_runs_on_tiny_data(tiny_data_path, tmp_path):
     text = report.read_text()
     assert "`S4Rec/SASRec = " in text and "`online/kmeans = " in text and "Machine:" in text
     assert "| 50% (" in text
+
+
+def test_publish_results_drops_per_user_arrays(tmp_path, monkeypatch, capsys):
+    import json
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import publish_results
+
+    run = {"model": "S4Rec", "test": {"hit@5": 0.05}, "per_user": {"user": [1, 2, 3], "rank": [0, 5, 9]},
+           "result_file": "x"}
+    src = tmp_path / "S4Rec-x.json"
+    src.write_text(json.dumps(run))
+    monkeypatch.setattr(publish_results, "OUT", tmp_path / "published")
+    assert publish_results.main([str(src)]) == 0
+    out = json.loads((tmp_path / "published" / "S4Rec-x.json").read_text())
+    assert out == {"model": "S4Rec", "test": {"hit@5": 0.05}, "n_users": 3}
+    assert publish_results.main([str(tmp_path / "missing.json")]) == 2
+    assert "cannot read a result JSON" in capsys.readouterr().err

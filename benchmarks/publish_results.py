@@ -1,0 +1,44 @@
+"""Copy run results into ``results/published/`` without their per-user arrays, for the README's tables.
+
+``python benchmarks/publish_results.py results/runs/S4Rec-amazon-beauty-seed2020-....json [...]``
+
+Each copy keeps the metrics (test, validation, head/tail), protocol, timings, epochs and the resolved
+configuration: what a README cell needs to be checked; the per-user ranks (about 1 MB per Beauty run)
+stay in the local ``results/`` folder.
+"""
+import json
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from s4rec_recbole.data.prepare import atomic_write_text  # noqa: E402
+
+OUT = REPO / "results" / "published"
+
+
+def slim(result):
+    out = {k: v for k, v in result.items() if k not in ("per_user", "result_file")}
+    out["n_users"] = len(result.get("per_user", {}).get("user", []))
+    return out
+
+
+def main(paths):
+    if not paths:
+        print(__doc__.strip().splitlines()[2])
+        return 2
+    for p in map(Path, paths):
+        try:
+            result = json.loads(p.read_text())
+        except (OSError, ValueError) as e:
+            print(f"error: {p}: cannot read a result JSON ({e})", file=sys.stderr)
+            return 2
+        target = OUT / p.name
+        atomic_write_text(target, json.dumps(slim(result), indent=1) + "\n")
+        print(f"{p} -> {target} ({target.stat().st_size // 1024} KB)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
