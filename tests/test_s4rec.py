@@ -214,3 +214,23 @@ def test_nan_in_a_later_epoch_keeps_the_last_good_checkpoints(tiny_data_path, tm
     assert trainer.saved_model_file in msg and trainer.last_model_file in msg
     last = load_checkpoint(trainer.last_model_file)
     assert last["epoch"] == 0 and all(torch.isfinite(v).all() for v in last["state_dict"].values())
+
+
+def test_aux_warmup_ramps_the_auxiliary_parts(tiny_data_path):
+    full_cfg, full, train = make("S4Rec", tiny_data_path, seed=3)
+    _, warm, _ = make("S4Rec", tiny_data_path, seed=3, aux_warmup=3)
+    batch = first_batch(train)
+    for model in (full, warm):
+        model.eval()  # no dropout: only the augmentation draws differ, and they are seeded below
+    factors = []
+    for epoch in range(5):
+        warm.on_epoch_start(None, train, epoch)
+        factors.append(warm.aux_scale)
+        torch.manual_seed(epoch)
+        a = full.calculate_loss(batch)
+        torch.manual_seed(epoch)
+        b = warm.calculate_loss(batch)
+        assert torch.allclose(b[0], a[0])
+        for pa, pb in zip(a[1:], b[1:]):
+            assert torch.allclose(pb, pa * warm.aux_scale, atol=1e-6)
+    assert factors == [0.25, 0.5, 0.75, 1.0, 1.0]

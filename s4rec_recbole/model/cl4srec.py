@@ -31,4 +31,4 @@ class CL4SRec(ContrastiveSASRec):
         z1, z2 = self.views(item_seq, item_seq_len)
         cl = (info_nce(z1, z2, self.cl_temperature, self.sim, global_batch=self.global_batch)
               + info_nce(z2, z1, self.cl_temperature, self.sim, global_batch=self.global_batch)) / 2
-        return rec, self.cl_weight * cl
+        return self.scaled(rec, self.cl_weight * cl)

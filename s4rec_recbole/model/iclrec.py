@@ -33,6 +33,7 @@ class ICLRec(ContrastiveSASRec):
 
     def on_epoch_start(self, trainer, train_data, epoch_idx):
         """Recompute the intents: K-means over all training samples' sequence embeddings."""
+        super().on_epoch_start(trainer, train_data, epoch_idx)
         if self.intent_weight > 0:
             self.centroids.copy_(self.kmeans_centroids(train_data._dataset, self.n_clusters, epoch_idx))
             self.kmeans_epochs.append(epoch_idx)
@@ -66,4 +67,4 @@ class ICLRec(ContrastiveSASRec):
             c = self.intents(z)
             intent = self.intent_weight * (info_nce(z1, c, self.temperature, self.sim, global_batch=self.global_batch)
                                            + info_nce(z2, c, self.temperature, self.sim, global_batch=self.global_batch)) / 2
-        return rec, instance, intent
+        return self.scaled(rec, instance, intent)

@@ -80,7 +80,7 @@ class S4Rec(ContrastiveSASRec):
                 ckd = self.beta2 * (distill_kl(teacher, z1, self.tau3) + distill_kl(teacher, z2, self.tau3))
         if self.lmd > 0:
             adv = self.lmd * self.adversary.loss(z, item_seq_len >= self.head_min_length)
-        return rec, clust, scl, ckd, adv
+        return self.scaled(rec, clust, scl, ckd, adv)
 
     @torch.no_grad()
     def assign_clusters(self, item_seq, item_seq_len):
@@ -90,5 +90,6 @@ class S4Rec(ContrastiveSASRec):
 
     def on_epoch_start(self, trainer, train_data, epoch_idx):
         """``clustering: kmeans``: K-means over the embeddings of all training samples, once per epoch."""
+        super().on_epoch_start(trainer, train_data, epoch_idx)
         if self.clustering == "kmeans" and (self.beta1 > 0 or self.beta2 > 0):
             self.centroids.copy_(self.kmeans_centroids(train_data._dataset, self.n_clusters, epoch_idx))
