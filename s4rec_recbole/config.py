@@ -24,6 +24,11 @@ PROJECT_KEYS = {"mask_history", "head_ratio"}
 DISTRIBUTED_KEYS = {"nproc", "world_size", "offset", "ip", "port", "local_rank"}
 
 
+def interval(low, high, open_low=False, open_high=False):
+    """``[low, high)``-style text of an accepted range (an infinite upper bound is always open)."""
+    return f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high or math.isinf(high) else ']'}"
+
+
 class ConfigError(ValueError):
     """A configuration key or value that cannot be used; the message says what is accepted."""
 
@@ -133,8 +138,7 @@ class S4RecConfig(Config):
             ok = math.isfinite(value) or (high == math.inf and value == math.inf and not open_high)
             ok = ok and (value > low if open_low else value >= low) and (value < high if open_high else value <= high)
             if not ok:
-                interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high else ']'}"
-                raise ConfigError(f"{key}={value!r}: expected a number in {interval}")
+                raise ConfigError(f"{key}={value!r}: expected a number in {interval(low, high, open_low, open_high)}")
 
     def _init_device(self):
         """RecBole's device set-up, with distributed training on CPU too.

@@ -19,7 +19,7 @@ from s4rec_recbole.data import DataError, prepare_dataset
 from s4rec_recbole.data.loader import BucketedTrainDataLoader
 from s4rec_recbole.recommend import RecommendError
 from s4rec_recbole.model import default_model, resolve_model, split_variant
-from s4rec_recbole.trainer import S4RecTrainer, history_matrices, new_run_id, plain
+from s4rec_recbole.trainer import S4RecTrainer, history_matrices, new_run_id, plain, single_process
 from s4rec_recbole.data.prepare import atomic_write_text
 from s4rec_recbole.layers import head_threshold
 from s4rec_recbole.metrics import summarize
@@ -103,12 +103,8 @@ def build_config(model, dataset, config_files=(), overrides=None):
 def prepare_data(config):
     """RecBole dataset and loaders, with the history matrices that ``mask_history`` needs."""
     dataset = create_dataset(config)
-    distributed = not config["single_spec"]
-    config["single_spec"] = True  # evaluation loaders cover every user on every rank (see S4RecTrainer.evaluate)
-    try:
+    with single_process(config) as distributed:  # evaluation loaders cover every user on every rank
         train_data, valid_data, test_data = data_preparation(config, dataset)
-    finally:
-        config["single_spec"] = not distributed
     if distributed:  # the training loader is sharded over the ranks (RecBole's DistributedSampler)
         train_data = type(train_data)(config, train_data._dataset, train_data._sampler, shuffle=True)
     if config["length_bucket_pool"]:

@@ -6,6 +6,7 @@
   protocol of the ICLRec code the S4Rec paper follows), for every model, RecBole's own included.
 * Models may define ``on_epoch_start(trainer, train_data, epoch_idx)`` (e.g. per-epoch K-means).
 """
+import contextlib
 import enum
 import os
 import random
@@ -80,6 +81,21 @@ def history_matrices(train_data, valid_data):
     return valid_hist, test_hist
 
 
+@contextlib.contextmanager
+def single_process(config):
+    """Let RecBole code run as in one process (``single_spec`` True) inside the block, then restore it.
+
+    Used where the project handles distribution itself: the DDP wrapper (RecBole's is GPU-only), the
+    unsharded evaluation loaders and evaluation without averaging over ranks.
+    """
+    before = config["single_spec"]
+    config["single_spec"] = True
+    try:
+        yield not before
+    finally:
+        config["single_spec"] = before
+
+
 def new_run_id():
     """``<date>-<time>-<6 hex>``: unique per run, also for runs started in the same second."""
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -89,14 +105,10 @@ class S4RecTrainer(Trainer):
     """Trainer for every model the project runs (plugin or RecBole's own)."""
 
     def __init__(self, config, model, run_id=None):
-        distributed = not config["single_spec"]
         # RecBole wraps the model in DistributedDataParallel with device_ids=[local_rank], which only works
         # on a GPU; build the wrapper here for CPU (gloo) and GPU (NCCL) alike.
-        config["single_spec"] = True
-        try:
+        with single_process(config) as distributed:
             super().__init__(config, model)
-        finally:
-            config["single_spec"] = not distributed
         if distributed:
             cuda = self.device.type == "cuda"
             self.distributed_model = torch.nn.parallel.DistributedDataParallel(
@@ -238,12 +250,11 @@ class S4RecTrainer(Trainer):
         # With several processes every rank evaluates all users (the evaluation loaders are not sharded,
         # see runner.prepare_data): the result is the single-process one on every rank, so RecBole's
         # averaging over ranks is skipped and early stopping agrees everywhere.
-        distributed, self.config["single_spec"] = not self.config["single_spec"], True
         try:
-            return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
+            with single_process(self.config):
+                return super().evaluate(eval_data, load_best_model=False, show_progress=show_progress)
         finally:
             self._history = None
-            self.config["single_spec"] = not distributed
 
     def _history_of(self, eval_data):
         """The seen-items matrix to mask for ``eval_data`` (None when ``mask_history`` is off)."""

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from recbole.model.sequential_recommender import SASRec
 
-from s4rec_recbole.config import ConfigError
+from s4rec_recbole.config import ConfigError, interval
 
 from s4rec_recbole.layers import MaskableEmbedding, SequenceAugmenter, kmeans, use_fast_dropout
 from s4rec_recbole.layers.distributed import broadcast, gather_rows, shard, world
@@ -57,8 +57,8 @@ def number(config, key, low=0.0, high=float("inf"), open_low=False, open_high=Fa
         ok = math.isfinite(value) and (low < value if open_low else low <= value) and \
             (value < high if open_high else value <= high)
     if not ok:
-        interval = f"{'(' if open_low else '['}{low:g}, {high:g}{')' if open_high or math.isinf(high) else ']'}"
-        raise ConfigError(f"{key}={value!r}: expected {'an integer' if integer else 'a number'} in {interval}")
+        raise ConfigError(f"{key}={value!r}: expected {'an integer' if integer else 'a number'} in "
+                          f"{interval(low, high, open_low, open_high)}")
     return int(value) if integer else float(value)
 
 
