@@ -3,7 +3,9 @@
 ``python run_s4rec.py --dataset=amazon-beauty --model=SASRec,CL4SRec,ICLRec,S4Rec --seeds=1,2,3``
 
 Every (model, seed) run is stored as ``results/runs/<model>-<dataset>-seed<seed>-<config hash>.json``;
-a run whose file exists is reused, not retrained, so an interrupted comparison resumes where it stopped.
+a run whose file exists is reused, not retrained, so an interrupted comparison resumes where it stopped; a
+run that was killed mid-training continues from its ``saved/*.last.pth`` (same configuration, same random
+state), so a long comparison can span several sessions by re-running the same command.
 The table (Markdown and CSV) gives test HR/NDCG@5/10/20 overall, on head users (the longest
 ``head_ratio`` of training sequences) and on tail users, as mean +- std over seeds, marks the best model
 per column, and adds a paired t-test over users of the first model against each other one.
@@ -23,7 +25,7 @@ from s4rec_recbole.data import prepare_dataset
 from s4rec_recbole.data.prepare import atomic_write_text
 from s4rec_recbole.metrics import per_user_metrics
 from s4rec_recbole.runner import RESULTS_DIR, build_config, run
-from s4rec_recbole.trainer import plain
+from s4rec_recbole.trainer import load_checkpoint, plain
 
 GROUPS = ("overall", "head", "tail")
 # Settings that do not change what a run computes, left out of the resume key.
@@ -32,9 +34,28 @@ VOLATILE = {"checkpoint_dir", "show_progress", "state", "gpu_id", "use_gpu", "de
 
 
 def run_key(config):
-    """Short hash of everything in the resolved configuration that affects the result."""
-    settings = {k: v for k, v in plain(config.final_config_dict).items() if k not in VOLATILE}
+    """Short hash of everything in the resolved configuration (a Config or a checkpoint's stored config
+    dict) that affects the result."""
+    settings = config if isinstance(config, dict) else plain(config.final_config_dict)
+    settings = {k: v for k, v in settings.items() if k not in VOLATILE}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def interrupted_run(config):
+    """The ``.last.pth`` of an unfinished run with exactly this configuration (the furthest one if
+    several), or None. A run that early stopping or the epoch limit ended is not resumed."""
+    key, best = run_key(config), None
+    for path in Path(config["checkpoint_dir"]).glob(f"*-{config['dataset']}-*.last.pth"):
+        try:
+            checkpoint = load_checkpoint(path)
+        except Exception:  # unreadable or foreign file: not ours to resume
+            continue
+        if not isinstance(checkpoint, dict) or run_key(checkpoint.get("config") or {}) != key:
+            continue
+        stopped = checkpoint["cur_step"] > config["stopping_step"] or checkpoint["epoch"] + 1 >= config["epochs"]
+        if not stopped and (best is None or checkpoint["epoch"] > best[1]):
+            best = (path, checkpoint["epoch"])
+    return best
 
 
 def split_overrides(models, dataset, overrides):
@@ -57,8 +78,11 @@ def load_or_run(model, dataset, seed, config_files, overrides, runs_dir, log=pri
     if path.is_file():
         log(f"reusing {path}")
         return json.loads(path.read_text())
+    resume = interrupted_run(config)
+    if resume:
+        log(f"resuming the interrupted run {resume[0]} after epoch {resume[1]}")
     return run(model=model, dataset=dataset, config_files=config_files, overrides=over,
-               results_dir=runs_dir, result_name=name)
+               results_dir=runs_dir, result_name=name, resume=resume and str(resume[0]))
 
 
 def metric_names(topk):

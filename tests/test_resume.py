@@ -59,3 +59,33 @@ def test_resume_missing_file_is_an_error(tmp_path, capsys):
     from s4rec_recbole.runner import main
 
     assert main(["--dataset=tiny", f"--data_path={tmp_path}", f"--resume={tmp_path}/nope.last.pth"]) == 2
+
+
+def test_killed_comparison_resumes_its_interrupted_run(tiny_data_path, tmp_path):
+    """Re-running a killed comparison continues the killed training from its .last.pth (not from scratch)."""
+    from s4rec_recbole.compare import interrupted_run
+    from s4rec_recbole.runner import build_config
+
+    common = ["--dataset=tiny", "--model=S4Rec", "--seeds=1", f"--data_path={tiny_data_path}", "--epochs=3",
+              "--train_batch_size=64", "--n_clusters=8", "--use_gpu=False", "--state=WARNING"]
+    run = lambda args, cwd: subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+    results = {}
+    for name in ("full", "part"):
+        folder = tmp_path / name
+        folder.mkdir()
+        args = [*common, f"--results_dir={folder}", f"--checkpoint_dir={folder / 'saved'}"]
+        if name == "part":
+            (folder / "killer.py").write_text(KILLER.format(repo=str(REPO)))
+            assert run([str(folder / "killer.py"), *args], folder).returncode == -9
+            assert not list((folder / "runs").glob("*.json"))
+        proc = run([str(REPO / "run_s4rec.py"), *args], folder)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert ("resuming the interrupted run" in proc.stdout) == (name == "part")
+        (results[name],) = [json.loads(p.read_text()) for p in (folder / "runs").glob("S4Rec-*.json")]
+        config = build_config("S4Rec", "tiny", overrides={"data_path": str(tiny_data_path), "epochs": 3, "seed": 1,
+                                                          "train_batch_size": 64, "n_clusters": 8, "use_gpu": False,
+                                                          "state": "WARNING", "checkpoint_dir": str(folder / "saved")})
+        assert interrupted_run(config) is None  # finished runs are never resumed
+    assert results["part"]["epochs_run"] == 2 and results["part"]["resumed_from"]
+    assert results["part"]["test"] == results["full"]["test"]
+    assert results["part"]["best_valid"] == results["full"]["best_valid"]
