@@ -214,6 +214,7 @@ def run(model=None, dataset=None, config_files=(), overrides=None, data_source=N
         "timings": {"epoch_train_s": [round(t, 3) for t in trainer.epoch_times],
                     "mean_epoch_train_s": round(sum(trainer.epoch_times) / max(len(trainer.epoch_times), 1), 3),
                     "fit_s": round(fit_s, 3), "test_eval_s": round(eval_s, 3), "total_s": round(time.time() - t0, 3)},
+        "curve": trainer.curve,
         "head_min_length": head_min,
         "test_by_group": summarize(ranks, lengths[users], head_min, topk),
         "per_user": {"user": users.tolist(), "rank": ranks.tolist(), "length": lengths[users].tolist(),

@@ -119,6 +119,10 @@ class S4RecTrainer(Trainer):
         self.saved_model_file = os.path.join(self.checkpoint_dir, f"{config['model']}-{config['dataset']}-{self.run_id}.pth")
         self.mask_history = bool(config["mask_history"])
         self.epoch_times = []
+        # one {"epoch", "train_loss" (mean per batch; a list for multi-part losses), "valid_score"} per evaluated
+        # epoch, kept across --resume: the training curve of the result file
+        self.curve = []
+        self._last_loss = None
         self._history = None
 
     # ----------------------------------------------------------------- checkpoints
@@ -140,6 +144,7 @@ class S4RecTrainer(Trainer):
             "state_dict": self.model.state_dict(),
             "other_parameter": self.model.other_parameter(),
             "optimizer": self.optimizer.state_dict(),
+            "curve": self.curve,
         }
 
     def _save_checkpoint(self, epoch, verbose=True, **kwargs):
@@ -179,6 +184,7 @@ class S4RecTrainer(Trainer):
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.curve = list(checkpoint.get("curve") or [])
         rng = checkpoint.get("rng")
         if rng is not None:
             torch.set_rng_state(rng["torch"])
@@ -194,6 +200,7 @@ class S4RecTrainer(Trainer):
             self._train_loader_state = None
 
         def after_epoch(epoch_idx, valid_score):
+            self.curve.append({"epoch": epoch_idx, "train_loss": self._last_loss, "valid_score": float(valid_score)})
             if saved:
                 self._save_last(epoch_idx, train_data)
             if callback_fn:
@@ -233,6 +240,9 @@ class S4RecTrainer(Trainer):
         loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func or self._checked_loss(epoch_idx),
                                     show_progress=show_progress)
         self.epoch_times.append(time.time() - start)
+        batches = max(len(train_data), 1)
+        self._last_loss = ([round(float(x) / batches, 6) for x in loss] if isinstance(loss, tuple)
+                           else round(float(loss) / batches, 6))
         return loss
 
     # ----------------------------------------------------------------- evaluation

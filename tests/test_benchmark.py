@@ -33,3 +33,33 @@ def test_publish_results_drops_per_user_arrays(tmp_path, monkeypatch, capsys):
     assert out == {"model": "S4Rec", "test": {"hit@5": 0.05}, "n_users": 3}
     assert publish_results.main([str(tmp_path / "missing.json")]) == 2
     assert "cannot read a result JSON" in capsys.readouterr().err
+
+
+def test_plot_curves_from_results_and_logs(tmp_path, capsys):
+    import json
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import plot_curves
+
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps({"curve": [{"epoch": 0, "train_loss": 9.0, "valid_score": 0.01},
+                                         {"epoch": 1, "train_loss": 8.0, "valid_score": 0.03}]}))
+    first, second = tmp_path / "a.log", tmp_path / "b.log"
+    first.write_text("x INFO  epoch 0 evaluating [time: 1.00s, valid_score: 0.020000]\n"
+                     "x INFO  epoch 1 evaluating [time: 1.00s, valid_score: 0.040000]\n")
+    second.write_text("x INFO  Checkpoint loaded. Resume training from epoch 1\n"
+                      "x INFO  epoch 1 evaluating [time: 1.00s, valid_score: 0.041000]\n"
+                      "x INFO  epoch 2 evaluating [time: 1.00s, valid_score: 0.050000]\n")
+    assert plot_curves.parse_line(f"A={first}+{second}") == ("A", {0: 0.02, 1: 0.041, 2: 0.05})
+    out = tmp_path / "curves.png"
+    assert plot_curves.main([f"S4Rec={run}", f"A={first}+{second}", f"--out={out}"]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG" and not list(tmp_path.glob(".*.tmp.png"))
+    old = tmp_path / "old.json"
+    old.write_text(json.dumps({"test": {}}))
+    for bad, message in (("nolabel", "expected LABEL=FILE"), (f"A={old}", "no 'curve' in this result"),
+                         (f"A={tmp_path / 'none.log'}", "cannot read"), (f"A={run.with_suffix('.txt')}", "cannot read")):
+        assert plot_curves.main([bad, f"--out={out}"]) == 2
+        assert message in capsys.readouterr().err
+    (tmp_path / "empty.log").write_text("nothing here\n")
+    assert plot_curves.main([f"A={tmp_path / 'empty.log'}", f"--out={out}"]) == 2
+    assert "expected a RecBole log" in capsys.readouterr().err

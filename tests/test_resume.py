@@ -53,6 +53,9 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tiny_data_path, tmp_
     (resumed,) = [json.loads(p.read_text()) for p in part.glob("S4Rec-*.json")]
     assert resumed["epochs_run"] == 2  # epochs 1 and 2: nothing lost but the epoch in flight
     assert resumed["test"] == expected["test"] and resumed["best_valid"] == expected["best_valid"]
+    # the training curve (mean loss parts per batch, validation score) spans the interruption
+    assert [c["epoch"] for c in expected["curve"]] == [0, 1, 2] and len(expected["curve"][0]["train_loss"]) == 5
+    assert resumed["curve"] == expected["curve"]
 
 
 def test_resume_missing_file_is_an_error(tmp_path, capsys):
@@ -89,3 +92,4 @@ def test_killed_comparison_resumes_its_interrupted_run(tiny_data_path, tmp_path)
     assert results["part"]["epochs_run"] == 2 and results["part"]["resumed_from"]
     assert results["part"]["test"] == results["full"]["test"]
     assert results["part"]["best_valid"] == results["full"]["best_valid"]
+    assert results["part"]["curve"] == results["full"]["curve"]
