@@ -162,3 +162,19 @@ def test_concurrent_runs_in_one_folder_keep_separate_files(tiny_data_path, tmp_p
         assert text.count("epoch 1 training") == 1 and r["checkpoint"] in text
         other = next(o for o in results if o is not r)
         assert other["checkpoint"] not in text
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "properties" / "dataset").glob("*.yaml")), ids=lambda p: p.stem)
+def test_shipped_dataset_files_are_valid_for_every_model(path, tmp_path):
+    """A dataset file applies to every model: each key must be one that every model accepts, in range."""
+    from s4rec_recbole.config import read_yaml
+
+    settings = read_yaml(path)
+    assert settings, f"{path} is empty"
+    for model in ("S4Rec", "SASRec", "CL4SRec", "ICLRec", "S4Rec-kmeans"):
+        build_config(model, path.stem, overrides={**settings, "data_path": str(tmp_path)})  # known keys, in range
+        cfg = build_config(model, path.stem, overrides={"data_path": str(tmp_path)})
+        other = build_config(model, "tiny", overrides={"data_path": str(tmp_path)})
+        for key, value in settings.items():
+            assert cfg[key] == value  # the dataset file is applied ...
+        assert other["length_bucket_pool"] == 0  # ... and only to its dataset
