@@ -19,7 +19,7 @@ from s4rec_recbole.data import DataError, prepare_dataset
 from s4rec_recbole.data.loader import BucketedTrainDataLoader
 from s4rec_recbole.recommend import RecommendError
 from s4rec_recbole.model import default_model, resolve_model, split_variant
-from s4rec_recbole.trainer import S4RecTrainer, history_matrices, new_run_id, plain, single_process
+from s4rec_recbole.trainer import load_checkpoint, S4RecTrainer, history_matrices, new_run_id, plain, single_process
 from s4rec_recbole.data.prepare import atomic_write_text
 from s4rec_recbole.layers import head_threshold
 from s4rec_recbole.metrics import summarize
@@ -28,10 +28,11 @@ from s4rec_recbole.model.base import user_training_lengths
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "results"
 # Runner options that are not RecBole configuration keys.
-RUNNER_KEYS = {"dataset", "model", "config_files", "data_source", "strict", "results_dir", "seeds", "resume"}
+RUNNER_KEYS = {"dataset", "model", "config_files", "data_source", "strict", "results_dir", "seeds", "resume",
+               "evaluate"}
 # Options of --tune (hyperparameter search, s4rec_recbole.tune).
 TUNE_KEYS = ("algo", "max_trials", "backend", "ray_address", "concurrency", "cpus_per_trial")
-_STRING_KEYS = ("dataset", "model", "config_files", "data_source", "results_dir", "seeds", "resume",
+_STRING_KEYS = ("dataset", "model", "config_files", "data_source", "results_dir", "seeds", "resume", "evaluate",
                 "checkpoint", "user", "items", "output", "tune", "algo", "backend", "ray_address")
 _FLAGS = ("recommend", "all_users", "exclude_history")
 
@@ -59,6 +60,10 @@ USAGE = """usage: python run_s4rec.py --dataset=NAME [--model=NAME[,NAME...]] [-
                            [--concurrency=N] [--cpus_per_trial=1] [--key=value ...]
   hyperparameter search over a YAML space, selected on the validation metric, resumable
   (the model defaults to the space file's name when it names a model)
+
+       python run_s4rec.py --evaluate=saved/<...>.pth [--mask_history=False] [--topk=[5,10,20]] [--key=value ...]
+  evaluates a trained checkpoint (validation and test, head/tail, result JSON) without training, under
+  its own settings changed by the given keys, e.g. the other protocol
 
        python run_s4rec.py --recommend --checkpoint=PATH (--user=ID | --items=ID,ID,... |
                            --all_users --output=recs.csv) [--topk=10] [--exclude_history] [--data_path=DIR]
@@ -153,10 +158,11 @@ def format_table(valid, test, protocol):
 
 
 def run(model=None, dataset=None, config_files=(), overrides=None, data_source=None, strict=False,
-        results_dir=RESULTS_DIR, saved=True, result_name=None, resume=None, show_test=True):
+        results_dir=RESULTS_DIR, saved=True, result_name=None, resume=None, show_test=True, evaluate=None):
     """Prepare ``dataset``, train and evaluate ``model``; return the result dict (also written as JSON
     to ``results_dir/result_name``, by default ``<model>-<dataset>-seed<seed>-<time>.json``).
-    ``show_test=False`` keeps test metrics out of the printed table and the log (tuning trials)."""
+    ``show_test=False`` keeps test metrics out of the printed table and the log (tuning trials).
+    ``evaluate=CHECKPOINT`` skips training and evaluates the checkpoint's weights (see :func:`evaluate`)."""
     overrides = dict(overrides or {})
     model = model or default_model()
     data_path = overrides.get("data_path", str(DATASET_DIR))
@@ -188,13 +194,18 @@ def run(model=None, dataset=None, config_files=(), overrides=None, data_source=N
             raise UsageError(f"--resume={resume}: no such file; expected a checkpoint (*.last.pth continues exactly)")
         trainer.resume_checkpoint(resume)
     t_fit = time.time()
-    best_valid_score, best_valid = trainer.fit(train_data, valid_data, saved=saved,
-                                               show_progress=config["show_progress"])
+    if evaluate:
+        best_valid = trainer.evaluate(valid_data, model_file=evaluate, show_progress=config["show_progress"])
+        best_valid_score = best_valid[config["valid_metric"].lower()]
+    else:
+        best_valid_score, best_valid = trainer.fit(train_data, valid_data, saved=saved,
+                                                   show_progress=config["show_progress"])
     fit_s = time.time() - t_fit
     if distributed:
         dist.barrier()  # rank 0 has written the best checkpoint that every rank loads for the test
     t_eval = time.time()
-    test = trainer.evaluate(test_data, load_best_model=saved, show_progress=config["show_progress"])
+    test = trainer.evaluate(test_data, load_best_model=saved or bool(evaluate), model_file=evaluate,
+                            show_progress=config["show_progress"])
     eval_s = time.time() - t_eval
     users, ranks, clusters = trainer.user_ranks(test_data)
     lengths = user_training_lengths(train_data._dataset)
@@ -219,7 +230,7 @@ def run(model=None, dataset=None, config_files=(), overrides=None, data_source=N
         "test_by_group": summarize(ranks, lengths[users], head_min, topk),
         "per_user": {"user": users.tolist(), "rank": ranks.tolist(), "length": lengths[users].tolist(),
                      "cluster": clusters.tolist() if clusters is not None else None},
-        "checkpoint": trainer.saved_model_file if saved else None,
+        "checkpoint": evaluate or (trainer.saved_model_file if saved else None), "evaluated_from": evaluate,
         "config": plain(config.final_config_dict),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "run_id": trainer.run_id, "resumed_from": resume,
         "log_file": log_file,
@@ -234,9 +245,39 @@ def run(model=None, dataset=None, config_files=(), overrides=None, data_source=N
     which = "history masked" if protocol["mask_history"] else "history not masked"
     table = format_table(result["best_valid"], result["test"] if show_test else None, which)
     logger.info("\n" + table)
-    print(f"\n{label} on {dataset}: {result['epochs_run']} epochs, "
-          f"{result['timings']['mean_epoch_train_s']:.1f} s/epoch\n{table}\nresult: {out}")
+    done = (f"checkpoint {evaluate} evaluated" if evaluate else
+            f"{result['epochs_run']} epochs, {result['timings']['mean_epoch_train_s']:.1f} s/epoch")
+    print(f"\n{label} on {dataset}: {done}\n{table}\nresult: {out}")
     return result
+
+
+def evaluate(checkpoint, overrides=None, data_source=None, results_dir=RESULTS_DIR):
+    """Evaluate a checkpoint written by training, without training: validation and test under the
+    checkpoint's own settings (model, dataset, seed, protocol) changed by ``overrides``, e.g.
+    ``{"mask_history": False}`` for the other protocol. Writes and returns a result as :func:`run`."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise UsageError(f"--evaluate={checkpoint}: no such file; expected a checkpoint written by training (.pth)")
+    try:
+        state = load_checkpoint(path)
+    except Exception as e:  # noqa: BLE001  (torch raises several types for a refused or broken file)
+        raise UsageError(f"--evaluate={checkpoint}: cannot load the checkpoint safely ({str(e).splitlines()[0]})") \
+            from None
+    if not isinstance(state, dict) or not {"settings", "model", "dataset", "state_dict"} <= set(state):
+        raise UsageError(f"--evaluate={checkpoint}: expected a checkpoint saved by this project's trainer")
+    overrides = dict(overrides or {})
+    settings = {k: v for k, v in state["settings"].items() if k not in DIST_KEYS and k != "local_rank"}
+    if "data_path" not in overrides and not Path(str(settings.get("data_path", ""))).is_dir():
+        settings["data_path"] = str(DATASET_DIR)  # trained elsewhere: this project's dataset folder
+    settings.update(overrides)
+    try:
+        return run(model=state["model"], dataset=state["dataset"], overrides=settings, data_source=data_source,
+                   results_dir=results_dir, saved=False, evaluate=str(path))
+    except RuntimeError as e:
+        if "state_dict" not in str(e):
+            raise
+        raise UsageError(f"--evaluate={checkpoint}: the weights do not fit the model built from its settings and "
+                         f"{sorted(overrides)} ({str(e).splitlines()[0]})") from None
 
 
 DIST_KEYS = ("nproc", "world_size", "offset", "ip", "port")
@@ -317,6 +358,15 @@ def main(argv=None):
         args = parse_args(argv)
         if args.pop("recommend", False):
             return recommend_main(args)
+        if "evaluate" in args:
+            checkpoint = args.pop("evaluate")
+            for key in ("dataset", "model", "seeds", "resume", "tune", "config_files", *DIST_KEYS):
+                if key in args:
+                    raise UsageError(f"--evaluate takes the model, dataset and settings from the checkpoint; drop "
+                                     f"--{key} (give changed settings as --key=value)")
+            results_dir, source = args.pop("results_dir", RESULTS_DIR), args.pop("data_source", None)
+            evaluate(checkpoint, args, data_source=source, results_dir=results_dir)
+            return 0
         dataset = args.pop("dataset", None)
         if not dataset:
             raise UsageError("missing --dataset=NAME (e.g. --dataset=amazon-beauty)")

@@ -178,3 +178,30 @@ def test_shipped_dataset_files_are_valid_for_every_model(path, tmp_path):
         for key, value in settings.items():
             assert cfg[key] == value  # the dataset file is applied ...
         assert other["length_bucket_pool"] == 0  # ... and only to its dataset
+
+
+def test_evaluate_a_checkpoint_under_the_other_protocol(tiny_data_path, tmp_path, capsys):
+    over = tiny_overrides(tiny_data_path, tmp_path, epochs=2, n_clusters=8)
+    trained = run("S4Rec", "tiny", overrides=over, results_dir=tmp_path / "res")
+    ckpt = trained["checkpoint"]
+    assert main([f"--evaluate={ckpt}", f"--results_dir={tmp_path / 'ev'}", "--state=WARNING"]) == 0
+    assert "evaluated" in capsys.readouterr().out
+    (same,) = [json.loads(p.read_text()) for p in (tmp_path / "ev").glob("*.json")]
+    # same weights, same protocol: the training run's numbers, and no training happened
+    assert same["test"] == trained["test"] and same["best_valid"] == trained["best_valid"]
+    assert same["epochs_run"] == 0 and same["evaluated_from"] == ckpt and same["curve"] == []
+    assert same["test_by_group"] == trained["test_by_group"]
+    from s4rec_recbole.runner import evaluate
+
+    other = evaluate(ckpt, {"mask_history": False, "state": "WARNING"}, results_dir=tmp_path / "ev2")
+    assert other["protocol"]["mask_history"] is False and trained["protocol"]["mask_history"] is True
+    assert other["test"] != trained["test"]
+    for argv, message in (
+            ([f"--evaluate={tmp_path / 'nope.pth'}"], "no such file"),
+            ([f"--evaluate={tmp_path / 'res'}"], "no such file"),
+            ([f"--evaluate={next((tmp_path / 'res').glob('*.json'))}"], "cannot load the checkpoint safely"),
+            ([f"--evaluate={ckpt}", "--dataset=tiny"], "drop --dataset"),
+            ([f"--evaluate={ckpt}", "--hidden_size=32", "--state=WARNING"], "weights do not fit")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
