@@ -63,3 +63,11 @@ def test_plot_curves_from_results_and_logs(tmp_path, capsys):
     (tmp_path / "empty.log").write_text("nothing here\n")
     assert plot_curves.main([f"A={tmp_path / 'empty.log'}", f"--out={out}"]) == 2
     assert "expected a RecBole log" in capsys.readouterr().err
+
+
+def test_reproduce_script_names_its_parts():
+    proc = subprocess.run(["bash", str(REPO / "benchmarks" / "reproduce.sh"), "nope"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 2 and "expected a part name, got 'nope'" in proc.stderr
+    for part in ("main", "baselines", "unmasked", "ablation", "ksweep", "sports", "ml-1m", "all"):
+        assert f"reproduce.sh {part} " in proc.stdout

@@ -1,0 +1,37 @@
+#!/bin/bash
+# The reproduction matrix of the README's results section, one part per argument:
+#
+#   benchmarks/reproduce.sh main       S4Rec vs SASRec on Beauty, history masked (the paper's protocol)
+#   benchmarks/reproduce.sh baselines  + CL4SRec, ICLRec, S4Rec-kmeans on Beauty
+#   benchmarks/reproduce.sh unmasked   the same five models under RecBole's protocol (history not masked)
+#   benchmarks/reproduce.sh ablation   Table 3 on Beauty: SR, SR+CSD, without CSD, without the adversary, K-means
+#   benchmarks/reproduce.sh ksweep     S4Rec with K = 32 ... 512 prototypes on Beauty
+#   benchmarks/reproduce.sh sports     the five models on Sports and Outdoors
+#   benchmarks/reproduce.sh ml-1m      the five models on MovieLens-1M
+#   benchmarks/reproduce.sh all        everything above, in this order
+#
+# Every part is a comparison (python run_s4rec.py --model=A,B,... --seeds=...): finished runs are reused and a
+# killed run continues from its saved/*.last.pth, so the same command can be started again after a crash, a
+# reboot or the end of a session, on a CPU or a GPU. SEEDS (default 2020,2021,2022) and extra --key=value
+# arguments after the part name apply to every run of the part, e.g. SEEDS=2020 benchmarks/reproduce.sh main.
+# Results: results/compare-<dataset>-<time>.md/.csv/.png and results/runs/*.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+part=${1:-}
+shift || true
+SEEDS=${SEEDS:-2020,2021,2022}
+FIVE=S4Rec,SASRec,CL4SRec,ICLRec,S4Rec-kmeans
+run() { echo "+ python run_s4rec.py $*"; python run_s4rec.py "$@"; }
+
+case "$part" in
+  main) run --dataset=amazon-beauty --model=S4Rec,SASRec --seeds="$SEEDS" "$@" ;;
+  baselines) run --dataset=amazon-beauty --model=$FIVE --seeds="$SEEDS" "$@" ;;
+  unmasked) run --dataset=amazon-beauty --model=$FIVE --seeds="$SEEDS" --mask_history=False "$@" ;;
+  ablation) run --dataset=amazon-beauty --model=S4Rec,S4Rec-SR,S4Rec-SR+CSD,S4Rec-noCSD,S4Rec-noadv,S4Rec-kmeans \
+              --seeds="$SEEDS" "$@" ;;
+  ksweep) for k in 32 64 128 256 512; do run --dataset=amazon-beauty --model=S4Rec --n_clusters=$k --seeds="$SEEDS" "$@"; done ;;
+  sports) run --dataset=amazon-sports-outdoors --model=$FIVE --seeds="$SEEDS" --length_bucket_pool=32 "$@" ;;
+  ml-1m) run --dataset=ml-1m --model=$FIVE --seeds="$SEEDS" "$@" ;;
+  all) for p in main baselines unmasked ablation ksweep sports ml-1m; do "$0" "$p" "$@"; done ;;
+  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; echo "error: expected a part name, got '${part}'" >&2; exit 2 ;;
+esac
