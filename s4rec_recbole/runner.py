@@ -113,8 +113,6 @@ def prepare_data(config):
     if distributed:  # the training loader is sharded over the ranks (RecBole's DistributedSampler)
         train_data = type(train_data)(config, train_data._dataset, train_data._sampler, shuffle=True)
     if config["length_bucket_pool"]:
-        if not config["single_spec"]:
-            raise ConfigError("length_bucket_pool: not supported with distributed training; set it to 0")
         train_data = BucketedTrainDataLoader(config, train_data._dataset, train_data._sampler, shuffle=True)
     valid_data.history_matrix, test_data.history_matrix = history_matrices(train_data, valid_data)
     return dataset, train_data, valid_data, test_data
@@ -334,10 +332,8 @@ def run_distributed(settings, **kwargs):
     data_path = overrides.get("data_path", str(DATASET_DIR))
     prepare_dataset(dataset, data_path, data_source=kwargs.pop("data_source", None),
                     strict=kwargs.pop("strict", False))
-    check = build_config(model, dataset, kwargs.get("config_files", ()),
-                         {k: v for k, v in overrides.items() if k not in DIST_KEYS})  # errors before spawning
-    if check["length_bucket_pool"]:
-        raise ConfigError("length_bucket_pool: not supported with distributed training; set it to 0")
+    build_config(model, dataset, kwargs.get("config_files", ()),
+             {k: v for k, v in overrides.items() if k not in DIST_KEYS})  # errors before spawning
     queue = mp.get_context("spawn").SimpleQueue()
     try:
         mp.spawn(_ddp_worker, args=(dict(kwargs, model=model, overrides=overrides), queue),

@@ -101,13 +101,14 @@ def test_kmeans_gathers_embeddings_and_broadcasts_centroids(tiny_data_path, tmp_
     assert torch.allclose(ranks[0]["centroids"], single, atol=1e-4)    # same rows, same order, same K-means
 
 
-@pytest.mark.parametrize("model", ["S4Rec", "ICLRec"])
-def test_two_process_epoch_trains_and_evaluates_like_one_process(tiny_data_path, tmp_path, model):
-    """`--nproc=2` on gloo: one tiny epoch completes; its test metrics equal a single-process evaluation
-    of the saved weights."""
+@pytest.mark.parametrize("model,pool", [("S4Rec", 2), ("ICLRec", 0)])
+def test_two_process_epoch_trains_and_evaluates_like_one_process(tiny_data_path, tmp_path, model, pool):
+    """`--nproc=2` on gloo (S4Rec with length-bucketed batches): one tiny epoch completes; its test
+    metrics equal a single-process evaluation of the saved weights."""
     cmd = [sys.executable, str(REPO / "run_s4rec.py"), "--dataset=tiny", f"--model={model}", "--nproc=2",
            f"--data_path={tiny_data_path}", "--epochs=1", "--n_clusters=8", "--train_batch_size=32",
-           f"--results_dir={tmp_path / 'res'}", f"--checkpoint_dir={tmp_path / 'saved'}", "--port=29611"]
+           f"--results_dir={tmp_path / 'res'}", f"--checkpoint_dir={tmp_path / 'saved'}", "--port=29611",
+           f"--length_bucket_pool={pool}"]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]

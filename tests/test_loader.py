@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from conftest import tiny_overrides
@@ -17,6 +18,23 @@ def test_bucket_sampler_covers_every_sample_once_in_sorted_pools():
     random_spread = [lengths[b].max() - lengths[b].min() for b in torch.randperm(1000).split(64)]
     assert sum(spread) < sum(random_spread) / 3  # far less padding than random batches
     assert list(sampler) != batches  # a new order every epoch
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_bucket_sampler_shares_each_global_batch_between_processes(world_size):
+    lengths = torch.randint(1, 51, (1000,))
+    single = list(LengthBucketBatchSampler(lengths, 64, 4, torch.Generator().manual_seed(5)))
+    ranks = [list(LengthBucketBatchSampler(lengths, 64, 4, torch.Generator().manual_seed(5), rank=r,
+                                           world_size=world_size)) for r in range(world_size)]
+    assert all(len(r) == len(single) for r in ranks)  # the processes step together
+    for step, batch in enumerate(single):
+        shares = [r[step] for r in ranks]
+        assert sorted(i for share in shares for i in share) == sorted(batch)  # disjoint, complete
+        assert max(map(len, shares)) - min(map(len, shares)) <= 1
+    tiny = list(LengthBucketBatchSampler(torch.tensor([3]), 64, 1, torch.Generator(), rank=1, world_size=2))
+    assert tiny == [[0]]  # fewer samples than processes: the sample is used again
+    with pytest.raises(ValueError, match="rank=2: expected 0 <= rank < world_size=2"):
+        LengthBucketBatchSampler(lengths, 64, 4, rank=2, world_size=2)
 
 
 def test_bucketed_loader_through_recbole(tiny_data_path):

@@ -6,6 +6,11 @@ With ``length_bucket_pool: P > 0`` the training loader instead shuffles all samp
 pools of ``P`` batches, sorts each pool by sequence length, cuts it into batches and shuffles the
 order of all batches. Batches are then short where the data is short, while every epoch still visits
 every sample once in a random order of random pools.
+
+With distributed training every process draws the same global batches (the loader's generator has the
+same seed everywhere) and takes an interleaved share of each (``batch[rank::world_size]``), so the
+processes step together through batches of similar length, as RecBole's ``DistributedSampler`` shares
+its random batches.
 """
 import torch
 from recbole.data.dataloader import TrainDataLoader
@@ -19,14 +24,19 @@ class LengthBucketBatchSampler:
         lengths: ``[N]`` sequence length of every sample.
         batch_size: samples per batch (the last batch of a pool may be smaller).
         pool: batches per sorting pool (1 = random batches, only sorted inside).
-        generator: ``torch.Generator`` for reproducible epochs.
+        generator: ``torch.Generator`` for reproducible epochs (seeded alike in every process).
+        rank, world_size: this process's share of every batch with distributed training; a batch
+            smaller than ``world_size`` gives the missing processes one of its samples again.
     """
 
-    def __init__(self, lengths, batch_size, pool, generator=None):
+    def __init__(self, lengths, batch_size, pool, generator=None, rank=0, world_size=1):
         if int(pool) < 1:
             raise ValueError(f"length_bucket_pool={pool}: expected a positive integer (0 switches bucketing off)")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank={rank}: expected 0 <= rank < world_size={world_size}")
         self.lengths = torch.as_tensor(lengths)
         self.batch_size, self.pool, self.generator = int(batch_size), int(pool), generator
+        self.rank, self.world_size = int(rank), int(world_size)
 
     def __iter__(self):
         n = len(self.lengths)
@@ -38,7 +48,11 @@ class LengthBucketBatchSampler:
             chunk = chunk[torch.argsort(self.lengths[chunk], stable=True)]
             batches.extend(chunk.split(self.batch_size))
         for i in torch.randperm(len(batches), generator=self.generator).tolist():
-            yield batches[i].tolist()
+            batch = batches[i]
+            if self.world_size > 1:
+                share = batch[self.rank::self.world_size]
+                batch = share if len(share) else batch[self.rank % len(batch):][:1]
+            yield batch.tolist()
 
     def __len__(self):
         n, size = len(self.lengths), self.batch_size * self.pool
@@ -55,7 +69,18 @@ class BucketedTrainDataLoader(TrainDataLoader):
     def __init__(self, config, dataset, sampler, shuffle=True):
         super().__init__(config, dataset, sampler, shuffle=shuffle)
         lengths = dataset.inter_feat[config["ITEM_LIST_LENGTH_FIELD"]]
-        self.bucket_sampler = LengthBucketBatchSampler(lengths, self.step, config["length_bucket_pool"], self.generator)
+        share = {}
+        if not config["single_spec"]:
+            import torch.distributed as dist
+
+            share = {"rank": dist.get_rank(), "world_size": dist.get_world_size()}
+        self.bucket_sampler = LengthBucketBatchSampler(lengths, self.global_step, config["length_bucket_pool"],
+                                                       self.generator, **share)
+
+    def _init_batch_size_and_step(self):
+        super()._init_batch_size_and_step()
+        # samples per batch over all processes (RecBole then divides step by world_size for its own sampler)
+        self.global_step = self.step
 
     @property
     def _index_sampler(self):
