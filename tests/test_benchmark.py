@@ -71,3 +71,33 @@ def test_reproduce_script_names_its_parts():
     assert proc.returncode == 2 and "expected a part name, got 'nope'" in proc.stderr
     for part in ("main", "baselines", "unmasked", "ablation", "ksweep", "sports", "ml-1m", "all"):
         assert f"reproduce.sh {part} " in proc.stdout
+
+
+def test_report_from_existing_run_files(tiny_data_path, tmp_path, capsys):
+    import json
+
+    from conftest import tiny_overrides
+    from s4rec_recbole.runner import run
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import report
+
+    files = {}
+    for model, extra in (("S4Rec", {"n_clusters": 8}), ("SASRec", {})):
+        res = run(model, "tiny", overrides=tiny_overrides(tiny_data_path, tmp_path, **extra),
+                  results_dir=tmp_path / "runs")
+        files[model] = res["result_file"]
+    out = tmp_path / "rep"
+    assert report.main(["--dataset=tiny", f"--results_dir={out}", f"A={files['S4Rec']}", f"B={files['SASRec']}"]) == 0
+    (md,) = out.glob("compare-tiny-*.md")
+    text = md.read_text()
+    assert "| A | 1 |" in text and "p-value of A vs" in text and "| B |" in text
+    assert len(list(out.glob("compare-tiny-*.png"))) == 2
+    slim = tmp_path / "slim.json"
+    slim.write_text(json.dumps({"dataset": "tiny", "test": {}}))
+    for argv, message in (([f"A={slim}"], "no per-user ranks"), (["A"], "expected LABEL=RUN.json"),
+                          ([f"A={tmp_path / 'x.json'}"], "cannot read a run JSON"),
+                          ([f"A={files['S4Rec']}", "--dataset=other"], "expected only --dataset=other")):
+        argv = argv if any(a.startswith("--dataset") for a in argv) else [*argv, "--dataset=tiny"]
+        assert report.main([*argv, f"--results_dir={out}"]) == 2
+        assert message in capsys.readouterr().err
