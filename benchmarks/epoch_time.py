@@ -37,11 +37,13 @@ from s4rec_recbole.trainer import S4RecTrainer  # noqa: E402
 OFF = {"alpha": 0.0, "beta1": 0.0, "beta2": 0.0, "lambda": 0.0}
 BUCKET = {"length_bucket_pool": 32}
 RANDOM = {"length_bucket_pool": 0}  # explicit: a dataset file (properties/dataset/) may switch bucketing on
+SHIPPED = {**RANDOM, "trim_padding": False}  # RecBole's batches: random, padded to MAX_ITEM_LIST_LENGTH
 N_CLUSTERS = 0  # --n_clusters: K of the clustering models, 0 for their defaults
 # label -> (model, overrides, autograd anomaly detection on as RecBole ships it)
 SETTINGS = {
-    "SASRec (RecBole as shipped, anomaly on)": ("SASRec", RANDOM, True),
-    "SASRec (RecBole, anomaly off)": ("SASRec", RANDOM, False),
+    "SASRec (RecBole as shipped, anomaly on)": ("SASRec", SHIPPED, True),
+    "SASRec (RecBole, anomaly off)": ("SASRec", SHIPPED, False),
+    "SASRec (RecBole, anomaly off, trimmed + bucketed batches)": ("SASRec", BUCKET, False),
     "SASRec path (S4Rec, aux weights 0, bucketed)": ("S4Rec", {**OFF, **BUCKET}, False),
     "S4Rec (random batches)": ("S4Rec", RANDOM, False),
     "S4Rec (bucketed)": ("S4Rec", BUCKET, False),

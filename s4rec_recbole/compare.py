@@ -22,6 +22,7 @@ from scipy import stats
 
 from s4rec_recbole.config import DATASET_DIR, ConfigError  # noqa: F401
 from s4rec_recbole.data import prepare_dataset
+from s4rec_recbole.data.loader import TRIM_SAFE_MODELS
 from s4rec_recbole.data.prepare import atomic_write_text
 from s4rec_recbole.metrics import per_user_metrics
 from s4rec_recbole.runner import RESULTS_DIR, build_config, run
@@ -33,12 +34,41 @@ VOLATILE = {"checkpoint_dir", "show_progress", "state", "gpu_id", "use_gpu", "de
             "eval_batch_size", "data_path", "config_files"}
 
 
+def without_neutral(settings):
+    """``settings`` less the keys, added to the project after runs were recorded, whose value there leaves
+    the computation as it was before the key existed; so results and checkpoints from before still match."""
+    out = dict(settings)
+    if out.get("aux_warmup") == 0:  # no warm-up
+        out.pop("aux_warmup")
+    if out.get("single_spec", True):  # one process: nothing to gather
+        out.pop("global_batch_negatives", None)
+    if not (out.get("trim_padding") and out.get("model") in TRIM_SAFE_MODELS):  # RecBole's padded batches
+        out.pop("trim_padding", None)
+    return out
+
+
 def run_key(config):
     """Short hash of everything in the resolved configuration (a Config or a checkpoint's stored config
     dict) that affects the result."""
     settings = config if isinstance(config, dict) else plain(config.final_config_dict)
-    settings = {k: v for k, v in settings.items() if k not in VOLATILE}
+    settings = {k: v for k, v in without_neutral(settings).items() if k not in VOLATILE}
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
+
+
+def stored_run(runs_dir, prefix, key):
+    """The finished run ``<prefix><key>.json``, or one of ``<prefix>*.json`` whose stored configuration has
+    this key (a file named under an earlier form of the key), or None."""
+    exact = runs_dir / f"{prefix}{key}.json"
+    if exact.is_file():
+        return exact
+    for path in sorted(runs_dir.glob(f"{prefix}*.json")):
+        try:
+            config = json.loads(path.read_text()).get("config")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(config, dict) and run_key(config) == key:
+            return path
+    return None
 
 
 def interrupted_run(config):
@@ -73,9 +103,10 @@ def load_or_run(model, dataset, seed, config_files, overrides, runs_dir, log=pri
     """The stored result of this exact run, or a new run (stored atomically when it finishes)."""
     over = dict(overrides, seed=seed)
     config = build_config(model, dataset, config_files, over)
-    name = f"{model}-{dataset}-seed{seed}-{run_key(config)}.json"
-    path = Path(runs_dir) / name
-    if path.is_file():
+    key = run_key(config)
+    name = f"{model}-{dataset}-seed{seed}-{key}.json"
+    path = stored_run(Path(runs_dir), f"{model}-{dataset}-seed{seed}-", key)
+    if path:
         log(f"reusing {path}")
         return json.loads(path.read_text())
     resume = interrupted_run(config)

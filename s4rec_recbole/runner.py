@@ -16,7 +16,7 @@ from recbole.utils import logger as recbole_logger
 
 from s4rec_recbole.config import DATASET_DIR, ConfigError, S4RecConfig, parse_value
 from s4rec_recbole.data import DataError, prepare_dataset
-from s4rec_recbole.data.loader import BucketedTrainDataLoader
+from s4rec_recbole.data.loader import BucketedTrainDataLoader, TrimmedTrainDataLoader, trims
 from s4rec_recbole.recommend import RecommendError
 from s4rec_recbole.model import default_model, resolve_model, split_variant
 from s4rec_recbole.trainer import load_checkpoint, S4RecTrainer, history_matrices, new_run_id, plain, single_process
@@ -110,10 +110,10 @@ def prepare_data(config):
     dataset = create_dataset(config)
     with single_process(config) as distributed:  # evaluation loaders cover every user on every rank
         train_data, valid_data, test_data = data_preparation(config, dataset)
-    if distributed:  # the training loader is sharded over the ranks (RecBole's DistributedSampler)
-        train_data = type(train_data)(config, train_data._dataset, train_data._sampler, shuffle=True)
-    if config["length_bucket_pool"]:
-        train_data = BucketedTrainDataLoader(config, train_data._dataset, train_data._sampler, shuffle=True)
+    # rebuilt: sharded over the ranks (RecBole's DistributedSampler) when distributed, bucketed and/or trimmed
+    if distributed or config["length_bucket_pool"] or trims(config):
+        loader = BucketedTrainDataLoader if config["length_bucket_pool"] else TrimmedTrainDataLoader
+        train_data = loader(config, train_data._dataset, train_data._sampler, shuffle=True)
     valid_data.history_matrix, test_data.history_matrix = history_matrices(train_data, valid_data)
     return dataset, train_data, valid_data, test_data
 

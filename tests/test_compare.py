@@ -111,3 +111,26 @@ def test_paired_t_test_matches_hand_computation():
     t = d.mean() / (d.std(ddof=1) / np.sqrt(len(d)))
     assert p == pytest.approx(2 * stats.t.sf(abs(t), df=len(d) - 1))
     assert p == pytest.approx(stats.ttest_rel([ndcg(x) for x in a], [ndcg(y) for y in b]).pvalue)
+
+
+def test_run_key_ignores_settings_that_leave_a_run_as_before(tiny_data_path, tmp_path):
+    import json
+
+    from s4rec_recbole.runner import build_config
+    from s4rec_recbole.trainer import plain
+
+    def key(model, **extra):
+        return cmp.run_key(build_config(model, "tiny", overrides=tiny_overrides(tiny_data_path, **extra)))
+
+    config = plain(build_config("S4Rec", "tiny", overrides=tiny_overrides(tiny_data_path)).final_config_dict)
+    older = {k: v for k, v in config.items() if k not in ("aux_warmup", "global_batch_negatives", "trim_padding")}
+    assert cmp.run_key(older) == cmp.run_key(config) == key("S4Rec", trim_padding=False)  # keys from before
+    assert key("S4Rec", aux_warmup=2) != key("S4Rec")
+    assert key("SASRec", trim_padding=True) != key("SASRec", trim_padding=False)  # other random numbers
+    # a run stored under an earlier form of the key is still found through its stored configuration
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "S4Rec-tiny-seed1-oldkey.json").write_text(json.dumps({"config": older}))
+    (runs / "S4Rec-tiny-seed1-broken.json").write_text("{")
+    assert cmp.stored_run(runs, "S4Rec-tiny-seed1-", cmp.run_key(config)).name == "S4Rec-tiny-seed1-oldkey.json"
+    assert cmp.stored_run(runs, "S4Rec-tiny-seed1-", key("S4Rec", aux_warmup=2)) is None

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from conftest import tiny_overrides
-from s4rec_recbole.data.loader import BucketedTrainDataLoader, LengthBucketBatchSampler
+from s4rec_recbole.data.loader import TRIM_SAFE_MODELS, BucketedTrainDataLoader, LengthBucketBatchSampler, trims
 from s4rec_recbole.runner import build_config, prepare_data
 
 
@@ -50,3 +50,32 @@ def test_bucketed_loader_through_recbole(tiny_data_path):
     cfg0 = build_config("S4Rec", "tiny", overrides=tiny_overrides(tiny_data_path))
     _, plain_train, _, _ = prepare_data(cfg0)
     assert not isinstance(plain_train, BucketedTrainDataLoader)
+
+
+@pytest.mark.parametrize("model", TRIM_SAFE_MODELS)
+def test_trim_safe_models_give_the_same_output_on_trimmed_batches(tiny_data_path, model):
+    cfg = build_config(model, "tiny", overrides=tiny_overrides(tiny_data_path, trim_padding=False))
+    _, train, _, _ = prepare_data(cfg)
+    net = cfg.model_class(cfg, train._dataset).eval()
+    batch = next(iter(train))
+    seq, lengths = batch["item_id_list"], batch["item_length"]
+    width = int(lengths.max())
+    assert width < seq.size(1)  # there is padding to cut
+    with torch.no_grad():
+        assert torch.equal(net.forward(seq, lengths), net.forward(seq[:, :width], lengths))
+
+
+def test_training_batches_trimmed_only_for_safe_models(tiny_data_path):
+    def first_batch(model, **extra):
+        cfg = build_config(model, "tiny", overrides=tiny_overrides(tiny_data_path, **extra))
+        _, train, _, _ = prepare_data(cfg)
+        return next(iter(train))
+
+    for pool in (0, 4):
+        batch = first_batch("SASRec", length_bucket_pool=pool)
+        assert batch["item_id_list"].size(1) == int(batch["item_length"].max()) < 50
+        assert batch["timestamp_list"].size(1) == batch["item_id_list"].size(1)  # every list field
+    assert first_batch("SASRec", trim_padding=False)["item_id_list"].size(1) == 50
+    assert first_batch("STAMP")["item_id_list"].size(1) == 50  # output depends on padding: left alone
+    assert "STAMP" not in TRIM_SAFE_MODELS and trims(build_config("SASRec", "tiny", overrides=tiny_overrides(
+        tiny_data_path)))

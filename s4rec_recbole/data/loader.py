@@ -1,4 +1,9 @@
-"""Length-bucketed training batches through RecBole's own training data loader.
+"""Training batches without wasted padding, through RecBole's own training data loader.
+
+RecBole pads every training sequence to ``MAX_ITEM_LIST_LENGTH``. With ``trim_padding: true`` the batches of
+RecBole's models whose output does not depend on trailing padding (:data:`TRIM_SAFE_MODELS`, checked exactly
+in the tests) are cut to their longest sequence; the plugin models cut their batches themselves.
+
 
 RecBole pads every sequence to ``MAX_ITEM_LIST_LENGTH`` and draws uniformly random batches, which
 almost always contain one long sequence, so trimming a batch to its longest sequence saves little.
@@ -14,6 +19,25 @@ its random batches.
 """
 import torch
 from recbole.data.dataloader import TrainDataLoader
+
+# RecBole models whose forward pass gives exactly the same output on a batch cut to its longest sequence
+# (tests/test_loader.py); e.g. STAMP, LightSANs, SHAN, NPE do not (padding embeddings or fixed-length layers).
+TRIM_SAFE_MODELS = ("SASRec", "GRU4Rec", "NARM", "SRGNN", "GCSAN")
+
+
+def trims(config):
+    """Whether training batches of ``config``'s model are cut to their longest sequence by the loader."""
+    return bool(config["trim_padding"]) and config["model"] in TRIM_SAFE_MODELS
+
+
+def trim_lists(interaction, config):
+    """Cut every ``[B, MAX_ITEM_LIST_LENGTH]`` list field of ``interaction`` to ``[B, longest length]``."""
+    width = int(interaction[config["ITEM_LIST_LENGTH_FIELD"]].max())
+    for field in interaction.columns:
+        value = interaction[field]
+        if field.endswith(config["LIST_SUFFIX"]) and value.dim() >= 2 and value.size(1) > width:
+            interaction[field] = value[:, :width]
+    return interaction
 
 
 class LengthBucketBatchSampler:
@@ -60,8 +84,21 @@ class LengthBucketBatchSampler:
         return full * self.pool + -(-rest // self.batch_size)
 
 
-class BucketedTrainDataLoader(TrainDataLoader):
-    """RecBole's :class:`TrainDataLoader` whose batches come from :class:`LengthBucketBatchSampler`.
+class TrimmedTrainDataLoader(TrainDataLoader):
+    """RecBole's :class:`TrainDataLoader` whose batches are cut to their longest sequence when
+    :func:`trims` says the model allows it (otherwise RecBole's batches unchanged)."""
+
+    def __init__(self, config, dataset, sampler, shuffle=True):
+        self.trim = trims(config)
+        super().__init__(config, dataset, sampler, shuffle=shuffle)
+
+    def collate_fn(self, index):
+        data = super().collate_fn(index)
+        return trim_lists(data, self.config) if self.trim else data
+
+
+class BucketedTrainDataLoader(TrimmedTrainDataLoader):
+    """:class:`TrimmedTrainDataLoader` whose batches come from :class:`LengthBucketBatchSampler`.
 
     Everything else (negative sampling, transforms, collation) is RecBole's.
     """
