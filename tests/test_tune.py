@@ -212,7 +212,7 @@ def test_ray_backend_runs_the_same_trials(tiny_data_path, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     out = subprocess.run(cli(tmp_path, tiny_data_path, space, "--algo=random", "--max_trials=3", "--backend=ray",
                              "--epochs=1"),
-                         capture_output=True, text=True, env=env, timeout=900)  # ray start-up is slow on a loaded 2-core machine
+                         capture_output=True, text=True, env=env, timeout=900)  # ray starts slowly on a loaded CPU
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
     study_dir = next((tmp_path / "res").glob("tune-SASRec-tiny-random-*"))
     trials = [json.loads(p.read_text()) for p in sorted((study_dir / "trials").glob("trial-*.json"))]
