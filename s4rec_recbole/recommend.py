@@ -19,7 +19,7 @@ from recbole.data.interaction import Interaction
 from tqdm import tqdm
 
 from s4rec_recbole.data.prepare import atomic_write_text
-from s4rec_recbole.trainer import load_checkpoint
+from s4rec_recbole.trainer import load_project_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +55,9 @@ class Recommender:
         from s4rec_recbole.runner import build_config
 
         try:
-            ckpt = load_checkpoint(path)
-        except Exception as e:  # noqa: BLE001  (torch raises several types for a refused or broken file)
-            raise RecommendError(f"{path}: cannot load the checkpoint safely ({str(e).splitlines()[0]})") from None
-        if "settings" not in ckpt:
-            raise RecommendError(f"{path}: no 'settings' in the checkpoint; expected one saved by this project")
+            ckpt = load_project_checkpoint(path)
+        except ValueError as e:
+            raise RecommendError(str(e)) from None
         settings = dict(ckpt["settings"], state="ERROR", show_progress=False)
         if data_path is not None:
             settings["data_path"] = str(data_path)

@@ -19,7 +19,7 @@ from s4rec_recbole.data import DataError, prepare_dataset
 from s4rec_recbole.data.loader import BucketedTrainDataLoader, TrimmedTrainDataLoader, trims
 from s4rec_recbole.recommend import RecommendError
 from s4rec_recbole.model import default_model, resolve_model, split_variant
-from s4rec_recbole.trainer import load_checkpoint, S4RecTrainer, history_matrices, new_run_id, plain, single_process
+from s4rec_recbole.trainer import load_project_checkpoint, S4RecTrainer, history_matrices, new_run_id, plain, single_process
 from s4rec_recbole.data.prepare import atomic_write_text
 from s4rec_recbole.layers import head_threshold
 from s4rec_recbole.metrics import summarize
@@ -257,12 +257,9 @@ def evaluate(checkpoint, overrides=None, data_source=None, results_dir=RESULTS_D
     if not path.is_file():
         raise UsageError(f"--evaluate={checkpoint}: no such file; expected a checkpoint written by training (.pth)")
     try:
-        state = load_checkpoint(path)
-    except Exception as e:  # noqa: BLE001  (torch raises several types for a refused or broken file)
-        raise UsageError(f"--evaluate={checkpoint}: cannot load the checkpoint safely ({str(e).splitlines()[0]})") \
-            from None
-    if not isinstance(state, dict) or not {"settings", "model", "dataset", "state_dict"} <= set(state):
-        raise UsageError(f"--evaluate={checkpoint}: expected a checkpoint saved by this project's trainer")
+        state = load_project_checkpoint(path)
+    except ValueError as e:
+        raise UsageError(f"--evaluate={e}") from None
     overrides = dict(overrides or {})
     settings = {k: v for k, v in state["settings"].items() if k not in DIST_KEYS and k != "local_rank"}
     if "data_path" not in overrides and not Path(str(settings.get("data_path", ""))).is_dir():

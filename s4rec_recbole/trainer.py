@@ -41,6 +41,18 @@ def load_checkpoint(path, map_location="cpu"):
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
+def load_project_checkpoint(path, map_location="cpu"):
+    """A checkpoint written by :class:`S4RecTrainer` (model, dataset, settings, weights), or ValueError
+    with a one-line message naming the file."""
+    try:
+        state = load_checkpoint(path, map_location=map_location)
+    except Exception as e:  # noqa: BLE001  (torch raises several types for a refused or broken file)
+        raise ValueError(f"{path}: cannot load the checkpoint safely ({str(e).splitlines()[0]})") from None
+    if not isinstance(state, dict) or not {"settings", "model", "dataset", "state_dict"} <= set(state):
+        raise ValueError(f"{path}: no 'settings' in the checkpoint; expected one saved by this project's trainer")
+    return state
+
+
 def atomic_torch_save(obj, path):
     """``torch.save`` to a temporary file beside ``path``, then rename: no half-written checkpoint."""
     folder = os.path.dirname(os.path.abspath(path))

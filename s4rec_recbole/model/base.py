@@ -100,7 +100,7 @@ class ContrastiveSASRec(SASRec):
             item_freq=training_item_freq(dataset))
         # auxiliary losses ramp up linearly over the first aux_warmup epochs (0: full weight from the start)
         self.aux_warmup = number(config, "aux_warmup", 0, integer=True)
-        self.aux_scale = 1.0 if self.aux_warmup == 0 else 1.0 / (self.aux_warmup + 1)
+        self.aux_scale = self.warmup_factor(0)
         # with several processes: batch-coupled losses over the global batch (see layers/distributed.py)
         self.global_batch = bool(config["global_batch_negatives"])
         self.embed_batch_size = int(config["eval_batch_size"])
@@ -108,9 +108,13 @@ class ContrastiveSASRec(SASRec):
         if config["fast_dropout"]:
             use_fast_dropout(self)
 
+    def warmup_factor(self, epoch_idx):
+        """Weight factor of the auxiliary losses in ``epoch_idx``: ``min(1, (epoch + 1) / (aux_warmup + 1))``."""
+        return min(1.0, (epoch_idx + 1) / (self.aux_warmup + 1))
+
     def on_epoch_start(self, trainer, train_data, epoch_idx):
-        """Set this epoch's weight factor of the auxiliary losses: ``min(1, (epoch + 1) / (aux_warmup + 1))``."""
-        self.aux_scale = 1.0 if self.aux_warmup == 0 else min(1.0, (epoch_idx + 1) / (self.aux_warmup + 1))
+        """Set this epoch's weight factor of the auxiliary losses."""
+        self.aux_scale = self.warmup_factor(epoch_idx)
 
     def scaled(self, rec, *aux):
         """``(rec, *aux)`` with the auxiliary parts multiplied by the warm-up factor."""
