@@ -8,7 +8,9 @@ run that was killed mid-training continues from its ``saved/*.last.pth`` (same c
 state), so a long comparison can span several sessions by re-running the same command.
 The table (Markdown and CSV) gives test HR/NDCG@5/10/20 overall, on head users (the longest
 ``head_ratio`` of training sequences) and on tail users, as mean +- std over seeds, marks the best model
-per column, and adds a paired t-test over users of the first model against each other one.
+per column, and adds a paired t-test over users of the first model against each other one, and the first
+model's relative gain over each other one on tail and on head users with a stratified bootstrap interval of
+their difference (the paper's claim: the gain is larger on tail users).
 """
 import csv
 import hashlib
@@ -153,6 +155,68 @@ def paired_tests(results, topk):
     return out
 
 
+def tail_head_gains(results, topk, n_boot=2000, seed=0, chunk=100):
+    """Relative gain of the first model over each other one on tail and on head users (ratio of the group's
+    mean per-user metric, averaged over seeds, minus 1) and ``tail - head`` with a 95% percentile interval and
+    a two-sided p-value from a bootstrap over users, resampled within each group and paired across models.
+
+    Returns ``{other: {metric: {"tail", "head", "diff", "low", "high", "p"}}}``; ``{}`` when a group is empty.
+    """
+    models = list(results)
+    run0 = results[models[0]][0]
+    order = np.argsort(run0["per_user"]["user"])
+    head = np.asarray(run0["per_user"]["length"])[order] >= run0["head_min_length"]
+    if head.all() or not head.any() or len(models) < 2:
+        return {}
+    metrics = metric_names(topk)
+    columns = [(m, met) for m in models for met in metrics]
+    per_user = np.stack([user_metric(results[m], met, topk) for m, met in columns], axis=1)   # [N, C]
+    rng = np.random.default_rng(seed)
+    means, boot = {}, {}
+    for group, mask in (("tail", ~head), ("head", head)):
+        x = per_user[mask]
+        n = len(x)
+        means[group] = x.mean(0)
+        draws = []
+        for start in range(0, n_boot, chunk):
+            c = min(chunk, n_boot - start)
+            idx = rng.integers(0, n, (c, n)) + np.arange(c)[:, None] * n
+            counts = np.bincount(idx.ravel(), minlength=c * n).reshape(c, n)
+            draws.append(counts @ x / n)                                # [c, C] resampled group means
+        boot[group] = np.concatenate(draws)
+    col = {k: i for i, k in enumerate(columns)}
+    out = {}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        for other in models[1:]:
+            out[other] = {}
+            for met in metrics:
+                a, b = col[(models[0], met)], col[(other, met)]
+                gain = {g: means[g][a] / means[g][b] - 1 for g in ("tail", "head")}
+                diff = (boot["tail"][:, a] / boot["tail"][:, b]) - (boot["head"][:, a] / boot["head"][:, b])
+                diff = diff[np.isfinite(diff)]
+                low, high = np.percentile(diff, [2.5, 97.5]) if len(diff) else (np.nan, np.nan)
+                p = min(1.0, 2 * min(np.mean(diff <= 0), np.mean(diff >= 0))) if len(diff) else np.nan
+                out[other][met] = {"tail": float(gain["tail"]), "head": float(gain["head"]),
+                                   "diff": float(gain["tail"] - gain["head"]), "low": float(low),
+                                   "high": float(high), "p": float(p)}
+    return out
+
+
+def gains_markdown(gains, first, topk, n_boot=2000):
+    shown = [f"{m}@{k}" for m in ("hit", "ndcg") for k in sorted({min(topk), max(topk)})]
+    md = ["", f"Tail vs head users: relative gain of {first} over each model (group mean, per-user metric averaged "
+          f"over seeds) and tail - head with a 95% bootstrap interval ({n_boot} resamples of users within each "
+          "group; p two-sided, 0 = below 1/resamples):", "",
+          "| vs | metric | tail gain | head gain | tail - head [95% interval] | p |", "|---|---|---|---|---|---|"]
+    fmt = lambda v: f"{100 * v:+.1f}%"   # noqa: E731
+    for other, per_metric in gains.items():
+        for met in shown:
+            g = per_metric[met]
+            md.append(f"| {other} | {met} | {fmt(g['tail'])} | {fmt(g['head'])} | {fmt(g['diff'])} "
+                      f"[{fmt(g['low'])}, {fmt(g['high'])}] | {g['p']:.3g} |")
+    return md
+
+
 def head_rates(run):
     """Fraction of head users in each non-empty cluster of a run (``None`` without clusters)."""
     pu = run["per_user"]
@@ -163,7 +227,7 @@ def head_rates(run):
     return [float(head[cluster == c].mean()) for c in np.unique(cluster)]
 
 
-def tables(results, topk, tests, protocol):
+def tables(results, topk, tests, protocol, gains=None):
     """Markdown table text and CSV rows."""
     agg = {m: aggregate(r, topk) for m, r in results.items()}
     metrics = metric_names(topk)
@@ -192,11 +256,16 @@ def tables(results, topk, tests, protocol):
         if model in tests:
             for m in metrics:
                 row[f"p {m}"] = tests[model][m]
+        for m, g in (gains or {}).get(model, {}).items():
+            row[f"tail gain {m}"], row[f"head gain {m}"] = g["tail"], g["head"]
+            row[f"tail-head {m} low"], row[f"tail-head {m} high"], row[f"tail-head p {m}"] = g["low"], g["high"], g["p"]
         rows.append(row)
     if tests:
         md += ["", f"Paired t-test over users (overall, per-user metric averaged over seeds): p-value of {first} vs",
                "", "| model | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 1)]
         md += [f"| {other} | " + " | ".join(f"{tests[other][m]:.2e}" for m in metrics) + " |" for other in tests]
+    if gains:
+        md += gains_markdown(gains, first, topk)
     return "\n".join(md) + "\n", rows
 
 
@@ -271,7 +340,8 @@ def report(results, dataset, results_dir=RESULTS_DIR, log=print):
     if len({r["protocol"]["mask_history"] for runs in results.values() for r in runs}) > 1:
         raise ValueError("runs mix mask_history settings; a comparison needs one protocol")
     tests = paired_tests(results, topk) if len(models) > 1 else {}
-    md, rows = tables(results, topk, tests, protocol)
+    gains = tail_head_gains(results, topk)
+    md, rows = tables(results, topk, tests, protocol, gains)
     prefix = results_dir / f"compare-{dataset}-{time.strftime('%Y%m%d-%H%M%S')}"
     atomic_write_text(f"{prefix}.md", md)
     buf = io.StringIO()
@@ -283,4 +353,4 @@ def report(results, dataset, results_dir=RESULTS_DIR, log=print):
     written = plots(results, topk, prefix)
     log("\n" + md)
     log("wrote " + ", ".join(str(p) for p in [Path(f"{prefix}.md"), Path(f"{prefix}.csv"), *written]))
-    return {"results": results, "tests": tests, "markdown": md, "prefix": str(prefix)}
+    return {"results": results, "tests": tests, "gains": gains, "markdown": md, "prefix": str(prefix)}

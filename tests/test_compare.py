@@ -35,6 +35,8 @@ def test_comparison_table_resume_and_plots(tiny_data_path, tmp_path, monkeypatch
         rows = list(csv.DictReader(f))
     assert [r["model"] for r in rows] == ["S4Rec", "SASRec", "ICLRec"]
     assert float(rows[0]["tail hit@5 mean"]) >= 0
+    assert set(out["gains"]) == {"SASRec", "ICLRec"} and "| SASRec | ndcg@20 |" in md
+    assert rows[1]["tail gain hit@5"] != "" and rows[0].get("tail gain hit@5", "") == ""
     for png in ("cluster-head-rate", "head-tail"):
         assert open(f"{prefix}-{png}.png", "rb").read(4) == b"\x89PNG"
     assert len(list((tmp_path / "res" / "runs").glob("*.json"))) == 6
@@ -134,3 +136,29 @@ def test_run_key_ignores_settings_that_leave_a_run_as_before(tiny_data_path, tmp
     (runs / "S4Rec-tiny-seed1-broken.json").write_text("{")
     assert cmp.stored_run(runs, "S4Rec-tiny-seed1-", cmp.run_key(config)).name == "S4Rec-tiny-seed1-oldkey.json"
     assert cmp.stored_run(runs, "S4Rec-tiny-seed1-", key("S4Rec", aux_warmup=2)) is None
+
+
+def test_tail_head_gains_bootstrap():
+    rng = np.random.default_rng(0)
+    n = 400
+    users, lengths = rng.permutation(n) + 1, np.where(np.arange(n) < 100, 20, 3)   # 100 head, 300 tail
+    base = rng.integers(0, 40, n)
+
+    def fake(ranks):
+        return {"per_user": {"user": users.tolist(), "rank": list(ranks), "length": lengths.tolist()},
+                "head_min_length": 8}
+
+    better_tail = np.where(lengths < 8, base // 2, base)    # halves the tail users' ranks only
+    gains = cmp.tail_head_gains({"A": [fake(better_tail)], "B": [fake(base)]}, (5, 20), n_boot=500)
+    g = gains["B"]["hit@20"]
+    tail = lengths < 8
+    assert g["tail"] == pytest.approx((better_tail[tail] < 20).mean() / (base[tail] < 20).mean() - 1)
+    assert g["head"] == 0 and g["diff"] == g["tail"] > 0.3
+    assert 0 < g["low"] < g["diff"] < g["high"] and g["p"] < 0.01
+    same = cmp.tail_head_gains({"A": [fake(base)], "B": [fake(base)]}, (5,), n_boot=200)["B"]["ndcg@5"]
+    assert same["diff"] == same["low"] == same["high"] == 0 and same["p"] == 1
+    # the same draws whatever else is in the table; no head users -> nothing to compare
+    again = cmp.tail_head_gains({"A": [fake(better_tail)], "B": [fake(base)], "C": [fake(base)]}, (5, 20), n_boot=500)
+    assert again["B"] == gains["B"]
+    all_tail = {"A": [dict(fake(base), head_min_length=100)], "B": [dict(fake(base), head_min_length=100)]}
+    assert cmp.tail_head_gains(all_tail, (5,)) == {}
