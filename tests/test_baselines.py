@@ -51,6 +51,23 @@ def test_iclrec_parts_and_centroids_each_epoch(tiny_data_path, tmp_path):
     assert torch.equal(nearest, m.centroids[d.argmin(1)])
 
 
+def test_embed_all_equals_untrimmed_embeddings_in_sample_order(tiny_data_path):
+    for pooling in ("mean", "last"):
+        _, m, train, _ = make("ICLRec", tiny_data_path, n_clusters=8, seq_pooling=pooling, eval_batch_size=16)
+        ds = train._dataset
+        seqs, lens = ds.inter_feat["item_id_list"], ds.inter_feat["item_length"]
+        assert seqs.size(1) > lens.max() and len(set(lens.tolist())) > 5   # padding to trim, lengths to sort
+        m.eval()
+        with torch.no_grad():
+            full = m.sequence_embedding(seqs, lens)                       # one batch, full padding
+        m.train()
+        out = m.embed_all(ds)
+        assert m.training and out.shape == full.shape
+        assert torch.allclose(out, full, atol=1e-5)
+        rows = torch.arange(3, len(seqs), 2)
+        assert torch.allclose(m.embed_all(ds, rows), full[rows], atol=1e-5)
+
+
 def test_baselines_end_to_end(tiny_data_path, tmp_path):
     for model in ("CL4SRec", "ICLRec"):
         res = run(model=model, dataset="tiny", overrides=tiny_overrides(tiny_data_path, tmp_path, n_clusters=8)

@@ -156,14 +156,18 @@ class ContrastiveSASRec(SASRec):
     @torch.no_grad()
     def embed_all(self, dataset, rows=slice(None)):
         """Sequence embeddings ``[N, d]`` of the samples ``rows`` (default all) of ``dataset`` (eval mode,
-        no gradient)."""
+        no gradient), in the samples' order. Chunks are taken in order of length and trimmed to their longest
+        sequence, which leaves each embedding as it is and skips most of the padding."""
         was_training = self.training
         self.eval()
         seqs, lens = dataset.inter_feat[self.ITEM_SEQ][rows], dataset.inter_feat[self.ITEM_SEQ_LEN][rows]
         device = self.item_embedding.weight.device
-        step = self.embed_batch_size
-        out = torch.cat([self.sequence_embedding(seqs[i:i + step].to(device), lens[i:i + step].to(device))
-                         for i in range(0, len(seqs), step)])
+        order = torch.argsort(lens, stable=True)
+        out = torch.empty(len(seqs), self.hidden_size, device=device)
+        for i in range(0, len(seqs), self.embed_batch_size):
+            idx = order[i:i + self.embed_batch_size]
+            seq, seq_len = seqs[idx].to(device), lens[idx].to(device)
+            out[idx.to(device)] = self.sequence_embedding(trim(seq, seq_len), seq_len)
         self.train(was_training)
         return out
 
