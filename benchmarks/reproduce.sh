@@ -30,7 +30,7 @@ case "$part" in
   ablation) run --dataset=amazon-beauty --model=S4Rec,S4Rec-SR,S4Rec-SR+CSD,S4Rec-noCSD,S4Rec-noadv,S4Rec-kmeans \
               --seeds="$SEEDS" "$@" ;;
   ksweep) for k in 32 64 128 256 512; do run --dataset=amazon-beauty --model=S4Rec --n_clusters=$k --seeds="$SEEDS" "$@"; done ;;
-  sports) run --dataset=amazon-sports-outdoors --model=$FIVE --seeds="$SEEDS" --length_bucket_pool=32 "$@" ;;
+  sports) run --dataset=amazon-sports-outdoors --model=$FIVE --seeds="$SEEDS" "$@" ;;
   ml-1m) run --dataset=ml-1m --model=$FIVE --seeds="$SEEDS" "$@" ;;
   all) for p in main baselines unmasked ablation ksweep sports ml-1m; do "$0" "$p" "$@"; done ;;
   *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; echo "error: expected a part name, got '${part}'" >&2; exit 2 ;;
