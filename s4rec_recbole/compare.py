@@ -31,6 +31,7 @@ from s4rec_recbole.runner import RESULTS_DIR, build_config, run
 from s4rec_recbole.trainer import load_checkpoint, plain
 
 GROUPS = ("overall", "head", "tail")
+N_BOOT = 2000  # bootstrap resamples of the tail-vs-head interval
 # Settings that do not change what a run computes, left out of the resume key.
 VOLATILE = {"checkpoint_dir", "show_progress", "state", "gpu_id", "use_gpu", "device", "worker", "log_wandb",
             "eval_batch_size", "data_path", "config_files"}
@@ -155,7 +156,7 @@ def paired_tests(results, topk):
     return out
 
 
-def tail_head_gains(results, topk, n_boot=2000, seed=0, chunk=100):
+def tail_head_gains(results, topk, n_boot=N_BOOT, seed=0, chunk=100):
     """Relative gain of the first model over each other one on tail and on head users (ratio of the group's
     mean per-user metric, averaged over seeds, minus 1) and ``tail - head`` with a 95% percentile interval and
     a two-sided p-value from a bootstrap over users, resampled within each group and paired across models.
@@ -202,7 +203,7 @@ def tail_head_gains(results, topk, n_boot=2000, seed=0, chunk=100):
     return out
 
 
-def gains_markdown(gains, first, topk, n_boot=2000):
+def gains_markdown(gains, first, topk, n_boot=N_BOOT):
     shown = [f"{m}@{k}" for m in ("hit", "ndcg") for k in sorted({min(topk), max(topk)})]
     md = ["", f"Tail vs head users: relative gain of {first} over each model (group mean, per-user metric averaged "
           f"over seeds) and tail - head with a 95% bootstrap interval ({n_boot} resamples of users within each "
