@@ -203,10 +203,10 @@ def tail_head_gains(results, topk, n_boot=N_BOOT, seed=0, chunk=100):
     return out
 
 
-def gains_markdown(gains, first, topk, n_boot=N_BOOT):
+def gains_markdown(gains, first, topk):
     shown = [f"{m}@{k}" for m in ("hit", "ndcg") for k in sorted({min(topk), max(topk)})]
     md = ["", f"Tail vs head users: relative gain of {first} over each model (group mean, per-user metric averaged "
-          f"over seeds) and tail - head with a 95% bootstrap interval ({n_boot} resamples of users within each "
+          f"over seeds) and tail - head with a 95% bootstrap interval ({N_BOOT} resamples of users within each "
           "group; p two-sided, 0 = below 1/resamples):", "",
           "| vs | metric | tail gain | head gain | tail - head [95% interval] | p |", "|---|---|---|---|---|---|"]
     fmt = lambda v: f"{100 * v:+.1f}%"   # noqa: E731
