@@ -16,14 +16,14 @@ from recbole.utils import logger as recbole_logger
 
 from s4rec_recbole.config import DATASET_DIR, ConfigError, S4RecConfig, parse_value
 from s4rec_recbole.data import DataError, prepare_dataset
-from s4rec_recbole.data.loader import BucketedTrainDataLoader, TrimmedTrainDataLoader, trims
+from s4rec_recbole.data.loader import TRAIN_SAMPLES, BucketedTrainDataLoader, TrimmedTrainDataLoader, trims
 from s4rec_recbole.recommend import RecommendError
 from s4rec_recbole.model import default_model, resolve_model, split_variant
 from s4rec_recbole.trainer import load_project_checkpoint, S4RecTrainer, history_matrices, new_run_id, plain, single_process
 from s4rec_recbole.data.prepare import atomic_write_text
 from s4rec_recbole.layers import head_threshold
 from s4rec_recbole.metrics import summarize
-from s4rec_recbole.model.base import user_training_lengths
+from s4rec_recbole.model.base import ContrastiveSASRec, user_training_lengths
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "results"
@@ -107,12 +107,19 @@ def build_config(model, dataset, config_files=(), overrides=None):
 
 def prepare_data(config):
     """RecBole dataset and loaders, with the history matrices that ``mask_history`` needs."""
+    samples = config["train_samples"]
+    if samples not in TRAIN_SAMPLES:
+        raise ConfigError(f"train_samples={samples!r}: expected one of {list(TRAIN_SAMPLES)}")
+    if samples == "sequence" and not issubclass(resolve_model(config["model"]), ContrastiveSASRec):
+        raise ConfigError(f"train_samples='sequence' for model {config['model']}: only the plugin models "
+                          "(S4Rec and its variants, CL4SRec, ICLRec) train on whole sequences")
     dataset = create_dataset(config)
     with single_process(config) as distributed:  # evaluation loaders cover every user on every rank
         train_data, valid_data, test_data = data_preparation(config, dataset)
     # rebuilt: sharded over the ranks (RecBole's DistributedSampler) when distributed, bucketed and/or trimmed
-    if distributed or config["length_bucket_pool"] or trims(config):
-        loader = BucketedTrainDataLoader if config["length_bucket_pool"] else TrimmedTrainDataLoader
+    if distributed or config["length_bucket_pool"] or trims(config) or samples == "sequence":
+        bucketed = config["length_bucket_pool"] or samples == "sequence"
+        loader = BucketedTrainDataLoader if bucketed else TrimmedTrainDataLoader
         train_data = loader(config, train_data._dataset, train_data._sampler, shuffle=True)
     valid_data.history_matrix, test_data.history_matrix = history_matrices(train_data, valid_data)
     return dataset, train_data, valid_data, test_data

@@ -125,9 +125,11 @@ def test_run_key_ignores_settings_that_leave_a_run_as_before(tiny_data_path, tmp
         return cmp.run_key(build_config(model, "tiny", overrides=tiny_overrides(tiny_data_path, **extra)))
 
     config = plain(build_config("S4Rec", "tiny", overrides=tiny_overrides(tiny_data_path)).final_config_dict)
-    older = {k: v for k, v in config.items() if k not in ("aux_warmup", "global_batch_negatives", "trim_padding")}
+    older = {k: v for k, v in config.items()
+             if k not in ("aux_warmup", "global_batch_negatives", "trim_padding", "train_samples")}
     assert cmp.run_key(older) == cmp.run_key(config) == key("S4Rec", trim_padding=False)  # keys from before
     assert key("S4Rec", aux_warmup=2) != key("S4Rec")
+    assert key("S4Rec", train_samples="sequence") != key("S4Rec")
     assert key("SASRec", trim_padding=True) != key("SASRec", trim_padding=False)  # other random numbers
     # a run stored under an earlier form of the key is still found through its stored configuration
     runs = tmp_path / "runs"

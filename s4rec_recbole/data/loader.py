@@ -12,17 +12,26 @@ pools of ``P`` batches, sorts each pool by sequence length, cuts it into batches
 order of all batches. Batches are then short where the data is short, while every epoch still visits
 every sample once in a random order of random pools.
 
+With ``train_samples: sequence`` (plugin models only) an epoch visits each user once, with the user's last
+training sample: the whole training sequence (its last ``MAX_ITEM_LIST_LENGTH`` items), whose every position
+has a next-item target (the way SASRec's and ICLRec's own code train), instead of RecBole's one sample per
+prefix. The batches then always come from :class:`LengthBucketBatchSampler` (pool 1 when bucketing is off:
+uniformly random batches, only sorted inside).
+
 With distributed training every process draws the same global batches (the loader's generator has the
 same seed everywhere) and takes an interleaved share of each (``batch[rank::world_size]``), so the
 processes step together through batches of similar length, as RecBole's ``DistributedSampler`` shares
 its random batches.
 """
+import numpy as np
 import torch
 from recbole.data.dataloader import TrainDataLoader
 
 # RecBole models whose forward pass gives exactly the same output on a batch cut to its longest sequence
 # (tests/test_loader.py); e.g. STAMP, LightSANs, SHAN, NPE do not (padding embeddings or fixed-length layers).
 TRIM_SAFE_MODELS = ("SASRec", "GRU4Rec", "NARM", "SRGNN", "GCSAN")
+# train_samples: RecBole's one sample per prefix of each training sequence, or one whole sequence per user
+TRAIN_SAMPLES = ("prefix", "sequence")
 
 
 def trims(config):
@@ -40,6 +49,20 @@ def trim_lists(interaction, config):
     return interaction
 
 
+def last_samples(dataset):
+    """``[U]`` row of each user's last training sample (its whole training sequence), in user order. Rows are
+    ordered by the target's time (``TIME_FIELD``) where the data has one, else by their order in the data."""
+    uid = dataset.inter_feat[dataset.uid_field].numpy()
+    time_field = dataset.time_field
+    if time_field and time_field in dataset.inter_feat:
+        order = np.lexsort((dataset.inter_feat[time_field].numpy(), uid))
+    else:
+        order = np.argsort(uid, kind="stable")
+    last = np.ones(len(order), dtype=bool)
+    last[:-1] = uid[order][1:] != uid[order][:-1]
+    return torch.from_numpy(order[last])
+
+
 class LengthBucketBatchSampler:
     """Batches of sample indices, each drawn from a pool of ``pool * batch_size`` shuffled samples
     sorted by length.
@@ -51,14 +74,16 @@ class LengthBucketBatchSampler:
         generator: ``torch.Generator`` for reproducible epochs (seeded alike in every process).
         rank, world_size: this process's share of every batch with distributed training; a batch
             smaller than ``world_size`` gives the missing processes one of its samples again.
+        indices: draw only these sample indices (default: all ``N``).
     """
 
-    def __init__(self, lengths, batch_size, pool, generator=None, rank=0, world_size=1):
+    def __init__(self, lengths, batch_size, pool, generator=None, rank=0, world_size=1, indices=None):
         if int(pool) < 1:
             raise ValueError(f"length_bucket_pool={pool}: expected a positive integer (0 switches bucketing off)")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank={rank}: expected 0 <= rank < world_size={world_size}")
-        self.lengths = torch.as_tensor(lengths)
+        self.indices = None if indices is None else torch.as_tensor(indices, dtype=torch.long)
+        self.lengths = torch.as_tensor(lengths) if indices is None else torch.as_tensor(lengths)[self.indices]
         self.batch_size, self.pool, self.generator = int(batch_size), int(pool), generator
         self.rank, self.world_size = int(rank), int(world_size)
 
@@ -72,7 +97,7 @@ class LengthBucketBatchSampler:
             chunk = chunk[torch.argsort(self.lengths[chunk], stable=True)]
             batches.extend(chunk.split(self.batch_size))
         for i in torch.randperm(len(batches), generator=self.generator).tolist():
-            batch = batches[i]
+            batch = batches[i] if self.indices is None else self.indices[batches[i]]
             if self.world_size > 1:
                 share = batch[self.rank::self.world_size]
                 batch = share if len(share) else batch[self.rank % len(batch):][:1]
@@ -98,7 +123,9 @@ class TrimmedTrainDataLoader(TrainDataLoader):
 
 
 class BucketedTrainDataLoader(TrimmedTrainDataLoader):
-    """:class:`TrimmedTrainDataLoader` whose batches come from :class:`LengthBucketBatchSampler`.
+    """:class:`TrimmedTrainDataLoader` whose batches come from :class:`LengthBucketBatchSampler` (pools of
+    ``length_bucket_pool`` batches, at least 1), over every sample or, with ``train_samples: sequence``, over
+    each user's last sample.
 
     Everything else (negative sampling, transforms, collation) is RecBole's.
     """
@@ -111,8 +138,9 @@ class BucketedTrainDataLoader(TrimmedTrainDataLoader):
             import torch.distributed as dist
 
             share = {"rank": dist.get_rank(), "world_size": dist.get_world_size()}
-        self.bucket_sampler = LengthBucketBatchSampler(lengths, self.global_step, config["length_bucket_pool"],
-                                                       self.generator, **share)
+        indices = last_samples(dataset) if config["train_samples"] == "sequence" else None
+        self.bucket_sampler = LengthBucketBatchSampler(lengths, self.global_step, max(1, config["length_bucket_pool"]),
+                                                       self.generator, indices=indices, **share)
 
     def _init_batch_size_and_step(self):
         super()._init_batch_size_and_step()

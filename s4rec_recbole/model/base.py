@@ -11,6 +11,7 @@ import torch
 from recbole.model.sequential_recommender import SASRec
 
 from s4rec_recbole.config import ConfigError, interval
+from s4rec_recbole.data.loader import TRAIN_SAMPLES
 
 from s4rec_recbole.layers import MaskableEmbedding, SequenceAugmenter, kmeans, use_fast_dropout
 from s4rec_recbole.layers.distributed import broadcast, gather_rows, shard, world
@@ -84,6 +85,10 @@ class ContrastiveSASRec(SASRec):
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.seq_pooling = choice(config, "seq_pooling", ("last", "mean"))
+        # train_samples: sequence -> each batch row is a user's whole training sequence, with a target at every position
+        self.all_positions = choice(config, "train_samples", TRAIN_SAMPLES) == "sequence"
+        if self.all_positions and self.loss_type != "CE":
+            raise ConfigError(f"train_samples='sequence' with loss_type={self.loss_type!r}: expected loss_type 'CE'")
         for key in ("hidden_dropout_prob", "attn_dropout_prob"):
             number(config, key, 0, 1, open_high=True)
         ops = config["aug_operators"]
@@ -133,16 +138,31 @@ class ContrastiveSASRec(SASRec):
         """``[B, L], [B] -> [B, d]``: the output at each sequence's last real position."""
         return self.gather_indexes(self.encode(trim(item_seq, item_seq_len)), item_seq_len - 1)
 
-    def embed(self, item_seq, item_seq_len):
-        """``(last [B, d], z [B, d])`` from one encoder pass: the next-item representation and the
-        sequence embedding under ``seq_pooling`` (the same vector, or the mean over real positions)."""
-        item_seq = trim(item_seq, item_seq_len)
-        out = self.encode(item_seq)
+    def pool(self, out, item_seq, item_seq_len):
+        """``(last [B, d], z [B, d])`` from the outputs ``out [B, L', d]`` of ``item_seq [B, L']``: the
+        next-item representation and the sequence embedding under ``seq_pooling`` (the same vector, or the
+        mean over real positions)."""
         last = self.gather_indexes(out, item_seq_len - 1)
         if self.seq_pooling == "last":
             return last, last
         real = (item_seq > 0).unsqueeze(-1).float()
         return last, (out * real).sum(1) / real.sum(1).clamp_min(1.0)
+
+    def embed(self, item_seq, item_seq_len):
+        """``(last [B, d], z [B, d])`` from one encoder pass (see :meth:`pool`)."""
+        item_seq = trim(item_seq, item_seq_len)
+        return self.pool(self.encode(item_seq), item_seq, item_seq_len)
+
+    def rec_and_embedding(self, interaction):
+        """``(L_SR, z [B, d])`` from one encoder pass: the batch's next-item loss (at the last position, or at
+        every position with ``train_samples: sequence``) and its sequence embeddings."""
+        item_seq_len = interaction[self.ITEM_SEQ_LEN]
+        item_seq = trim(interaction[self.ITEM_SEQ], item_seq_len)
+        out = self.encode(item_seq)
+        last, z = self.pool(out, item_seq, item_seq_len)
+        if self.all_positions:
+            return self.sequence_rec_loss(out, item_seq, item_seq_len, interaction[self.POS_ITEM_ID]), z
+        return self.rec_loss(last, interaction), z
 
     def sequence_embedding(self, item_seq, item_seq_len):
         """Sequence embedding ``[B, d]`` under ``seq_pooling``."""
@@ -196,3 +216,14 @@ class ContrastiveSASRec(SASRec):
             return self.loss_fct(pos_score, neg_score)
         logits = seq_output @ self.item_embedding.weight.t()
         return self.loss_fct(logits, pos_items)
+
+    def sequence_rec_loss(self, out, item_seq, item_seq_len, pos_items):
+        """Full-softmax CE at every real position of whole training sequences (``train_samples: sequence``):
+        position t predicts item t + 1 of ``item_seq [B, L']``, the last real position the sample's target
+        ``pos_items [B]``; the mean over all these positions. ``out [B, L', d]`` are the encoder outputs. On a
+        user's whole sequence this is the mean of the losses of its prefix samples (tested)."""
+        targets = torch.zeros_like(item_seq)
+        targets[:, :-1] = item_seq[:, 1:]
+        targets[torch.arange(len(item_seq), device=item_seq.device), item_seq_len - 1] = pos_items
+        real = torch.arange(item_seq.size(1), device=item_seq.device) < item_seq_len.unsqueeze(1)
+        return self.loss_fct(out[real] @ self.item_embedding.weight.t(), targets[real])

@@ -25,7 +25,7 @@ class CL4SRec(ContrastiveSASRec):
 
     def calculate_loss(self, interaction):
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
-        rec = self.rec_loss(self.forward(item_seq, item_seq_len), interaction)
+        rec = self.rec_and_embedding(interaction)[0]
         if self.cl_weight == 0:
             return rec, rec.new_zeros(())
         z1, z2 = self.views(item_seq, item_seq_len)

@@ -53,8 +53,7 @@ class ICLRec(ContrastiveSASRec):
 
     def calculate_loss(self, interaction):
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
-        seq_output, z = self.embed(item_seq, item_seq_len)
-        rec = self.rec_loss(seq_output, interaction)
+        rec, z = self.rec_and_embedding(interaction)
         zero = rec.new_zeros(())
         if self.cl_weight == 0 and self.intent_weight == 0:
             return rec, zero, zero

@@ -53,8 +53,7 @@ class S4Rec(ContrastiveSASRec):
     def calculate_loss(self, interaction):
         item_seq = interaction[self.ITEM_SEQ]
         item_seq_len = interaction[self.ITEM_SEQ_LEN]
-        seq_output, z = self.embed(item_seq, item_seq_len)
-        rec = self.rec_loss(seq_output, interaction)
+        rec, z = self.rec_and_embedding(interaction)
         zero = rec.new_zeros(())
         clust = scl = ckd = adv = zero
         need_views = self.beta1 > 0 or self.beta2 > 0
