@@ -226,7 +226,9 @@ def run(model=None, dataset=None, config_files=(), overrides=None, data_source=N
         "protocol": protocol,
         "best_valid": plain(dict(best_valid or {})), "test": plain(dict(test)),
         "best_valid_score": float(best_valid_score),
-        "epochs_run": len(trainer.epoch_times),
+        # epochs of the whole training (the curve is kept across --resume); those of this process; the best one
+        "epochs_run": max(len(trainer.curve), len(trainer.epoch_times)), "epochs_this_process": len(trainer.epoch_times),
+        "best_epoch": 1 + max(trainer.curve, key=lambda e: e["valid_score"])["epoch"] if trainer.curve else None,
         "timings": {"epoch_train_s": [round(t, 3) for t in trainer.epoch_times],
                     "mean_epoch_train_s": round(sum(trainer.epoch_times) / max(len(trainer.epoch_times), 1), 3),
                     "fit_s": round(fit_s, 3), "test_eval_s": round(eval_s, 3), "total_s": round(time.time() - t0, 3)},

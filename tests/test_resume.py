@@ -51,7 +51,8 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tiny_data_path, tmp_
                 f"--resume={last}"], part)
     assert proc.returncode == 0, proc.stderr[-2000:]
     (resumed,) = [json.loads(p.read_text()) for p in part.glob("S4Rec-*.json")]
-    assert resumed["epochs_run"] == 2  # epochs 1 and 2: nothing lost but the epoch in flight
+    assert resumed["epochs_this_process"] == 2  # epochs 1 and 2: nothing lost but the epoch in flight
+    assert resumed["epochs_run"] == expected["epochs_run"] == 3 and resumed["best_epoch"] == expected["best_epoch"]
     assert resumed["test"] == expected["test"] and resumed["best_valid"] == expected["best_valid"]
     # the training curve (mean loss parts per batch, validation score) spans the interruption
     assert [c["epoch"] for c in expected["curve"]] == [0, 1, 2] and len(expected["curve"][0]["train_loss"]) == 5
@@ -89,7 +90,8 @@ def test_killed_comparison_resumes_its_interrupted_run(tiny_data_path, tmp_path)
                                                           "train_batch_size": 64, "n_clusters": 8, "use_gpu": False,
                                                           "state": "WARNING", "checkpoint_dir": str(folder / "saved")})
         assert interrupted_run(config) is None  # finished runs are never resumed
-    assert results["part"]["epochs_run"] == 2 and results["part"]["resumed_from"]
+    assert results["part"]["epochs_this_process"] == 2 and results["part"]["resumed_from"]
+    assert results["part"]["epochs_run"] == results["full"]["epochs_run"] == 3
     assert results["part"]["test"] == results["full"]["test"]
     assert results["part"]["best_valid"] == results["full"]["best_valid"]
     assert results["part"]["curve"] == results["full"]["curve"]
