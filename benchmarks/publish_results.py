@@ -21,6 +21,10 @@ OUT = REPO / "results" / "published"
 def slim(result):
     out = {k: v for k, v in result.items() if k not in ("per_user", "result_file")}
     out["n_users"] = len(result.get("per_user", {}).get("user", []))
+    curve = result.get("curve") or []
+    if "epochs_this_process" not in out and curve:  # written before epochs_run counted the epochs before a resume
+        out["epochs_this_process"], out["epochs_run"] = out.get("epochs_run"), len(curve)
+        out["best_epoch"] = 1 + max(curve, key=lambda e: e["valid_score"])["epoch"]
     return out
 
 

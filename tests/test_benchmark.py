@@ -31,6 +31,12 @@ def test_publish_results_drops_per_user_arrays(tmp_path, monkeypatch, capsys):
     assert publish_results.main([str(src)]) == 0
     out = json.loads((tmp_path / "published" / "S4Rec-x.json").read_text())
     assert out == {"model": "S4Rec", "test": {"hit@5": 0.05}, "n_users": 3}
+    # a file from before a resumed run's epochs_run counted the epochs before the resume
+    curve = [{"epoch": e, "valid_score": v} for e, v in enumerate([0.1, 0.3, 0.2, 0.3])]
+    (tmp_path / "old.json").write_text(json.dumps({"epochs_run": 2, "curve": curve}))
+    assert publish_results.main([str(tmp_path / "old.json")]) == 0
+    old = json.loads((tmp_path / "published" / "old.json").read_text())
+    assert (old["epochs_run"], old["epochs_this_process"], old["best_epoch"]) == (4, 2, 2)
     assert publish_results.main([str(tmp_path / "missing.json")]) == 2
     assert "cannot read a result JSON" in capsys.readouterr().err
 
