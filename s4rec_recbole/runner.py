@@ -137,6 +137,9 @@ def init_run_logger(config, run_id):
     for h in [h for h in root.handlers if getattr(h, "s4rec_run_handler", False)]:
         root.removeHandler(h)
         h.close()
+    # RecBole's ensure_dir checks, then creates: made here first, two runs starting together in one folder
+    # no longer crash on the second one's makedirs (FileExistsError: './log')
+    Path("log", config["model"]).mkdir(parents=True, exist_ok=True)
     captured = {}
     with mock.patch.object(recbole_logger, "get_local_time", lambda: run_id), \
             mock.patch.object(logging, "basicConfig", lambda level, handlers: captured.update(level=level,

@@ -117,6 +117,7 @@ class S4RecTrainer(Trainer):
     """Trainer for every model the project runs (plugin or RecBole's own)."""
 
     def __init__(self, config, model, run_id=None):
+        os.makedirs(config["checkpoint_dir"], exist_ok=True)  # before RecBole's racy check-then-create
         # RecBole wraps the model in DistributedDataParallel with device_ids=[local_rank], which only works
         # on a GPU; build the wrapper here for CPU (gloo) and GPU (NCCL) alike.
         with single_process(config) as distributed:

@@ -164,6 +164,25 @@ def test_concurrent_runs_in_one_folder_keep_separate_files(tiny_data_path, tmp_p
         assert other["checkpoint"] not in text
 
 
+def test_folders_exist_before_recbole_checks_them(tiny_data_path, tmp_path, monkeypatch):
+    """RecBole's ensure_dir checks, then creates: of two runs starting together in one folder, the second
+    crashed on makedirs (FileExistsError: './log'). The runner makes each folder first, so the check finds it."""
+    import recbole.trainer.trainer
+    import recbole.utils.logger
+
+    seen = []
+
+    def strict(path):
+        assert os.path.isdir(path), f"{path} is not there before RecBole's check"
+        seen.append(os.path.normpath(path))
+
+    monkeypatch.setattr(recbole.utils.logger, "ensure_dir", strict)
+    monkeypatch.setattr(recbole.trainer.trainer, "ensure_dir", strict)
+    monkeypatch.chdir(tmp_path)
+    run("SASRec", "tiny", overrides=tiny_overrides(tiny_data_path, tmp_path), results_dir=tmp_path / "res")
+    assert {"log", os.path.join("log", "SASRec"), str(tmp_path / "saved")} <= set(seen)
+
+
 @pytest.mark.parametrize("path", sorted((REPO / "properties" / "dataset").glob("*.yaml")), ids=lambda p: p.stem)
 def test_shipped_dataset_files_are_valid_for_every_model(path, tmp_path):
     """A dataset file applies to every model: each key must be one that every model accepts, in range."""
