@@ -6,6 +6,7 @@
 #   benchmarks/reproduce.sh unmasked   the same five models under RecBole's protocol (history not masked)
 #   benchmarks/reproduce.sh ablation   Table 3 on Beauty: SR, SR+CSD, without CSD, without the adversary, K-means
 #   benchmarks/reproduce.sh ksweep     S4Rec with K = 32 ... 512 prototypes on Beauty
+#   benchmarks/reproduce.sh samples    SR and S4Rec on whole sequences (train_samples: sequence, batch 256) on Beauty
 #   benchmarks/reproduce.sh sports     the five models on Sports and Outdoors
 #   benchmarks/reproduce.sh ml-1m      the five models on MovieLens-1M
 #   benchmarks/reproduce.sh all        everything above, in this order
@@ -29,9 +30,11 @@ case "$part" in
   unmasked) run --dataset=amazon-beauty --model=$FIVE --seeds="$SEEDS" --mask_history=False "$@" ;;
   ablation) run --dataset=amazon-beauty --model=S4Rec,S4Rec-SR,S4Rec-SR+CSD,S4Rec-noCSD,S4Rec-noadv,S4Rec-kmeans \
               --seeds="$SEEDS" "$@" ;;
+  samples) run --dataset=amazon-beauty --model=S4Rec-SR,S4Rec --seeds="$SEEDS" --train_samples=sequence \
+              --train_batch_size=256 "$@" ;;
   ksweep) for k in 32 64 128 256 512; do run --dataset=amazon-beauty --model=S4Rec --n_clusters=$k --seeds="$SEEDS" "$@"; done ;;
   sports) run --dataset=amazon-sports-outdoors --model=$FIVE --seeds="$SEEDS" "$@" ;;
   ml-1m) run --dataset=ml-1m --model=$FIVE --seeds="$SEEDS" "$@" ;;
-  all) for p in main baselines unmasked ablation ksweep sports ml-1m; do "$0" "$p" "$@"; done ;;
-  *) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; echo "error: expected a part name, got '${part}'" >&2; exit 2 ;;
+  all) for p in main baselines unmasked ablation ksweep samples sports ml-1m; do "$0" "$p" "$@"; done ;;
+  *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; echo "error: expected a part name, got '${part}'" >&2; exit 2 ;;
 esac
