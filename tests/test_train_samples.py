@@ -97,3 +97,23 @@ def test_end_to_end_on_whole_sequences(tiny_data_path, tmp_path, model):
     assert res["epochs_run"] == 2 and res["config"]["train_samples"] == "sequence"
     assert 0 <= res["test"]["ndcg@20"] <= 1
     assert len(res["curve"]) == 2 and all(torch.isfinite(torch.tensor(e["train_loss"])).all() for e in res["curve"])
+
+
+def test_kmeans_clusters_the_samples_that_training_sees(tiny_data_path, monkeypatch):
+    import s4rec_recbole.model.base as base
+
+    seen = []
+    monkeypatch.setattr(base, "kmeans", lambda x, k, seed: seen.append(x) or x[:k].clone())
+    for samples in ("prefix", "sequence"):
+        cfg, train = loaders(tiny_data_path, model="ICLRec", train_samples=samples, n_clusters=8)
+        model = cfg.model_class(cfg, train._dataset)
+        model.kmeans_centroids(train._dataset, 8, 0)
+        rows = last_samples(train._dataset) if samples == "sequence" else slice(None)
+        model.eval()
+        feat = train._dataset.inter_feat
+        expected = model.sequence_embedding(feat["item_id_list"][rows], feat["item_length"][rows])
+        assert seen[-1].shape == expected.shape and torch.allclose(seen[-1], expected, atol=1e-5)
+    n_users = len(last_samples(train._dataset))  # fewer sequences than samples: fewer clusters allowed
+    cfg, train = loaders(tiny_data_path, model="ICLRec", train_samples="sequence", n_clusters=n_users + 1)
+    with pytest.raises(ConfigError, match=rf"n_clusters={n_users + 1}: expected an integer in"):
+        cfg.model_class(cfg, train._dataset)

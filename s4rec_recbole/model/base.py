@@ -11,7 +11,7 @@ import torch
 from recbole.model.sequential_recommender import SASRec
 
 from s4rec_recbole.config import ConfigError, interval
-from s4rec_recbole.data.loader import TRAIN_SAMPLES
+from s4rec_recbole.data.loader import TRAIN_SAMPLES, last_samples
 
 from s4rec_recbole.layers import MaskableEmbedding, SequenceAugmenter, kmeans, use_fast_dropout
 from s4rec_recbole.layers.distributed import broadcast, gather_rows, shard, world
@@ -192,15 +192,17 @@ class ContrastiveSASRec(SASRec):
         return out
 
     def kmeans_centroids(self, dataset, k, epoch_idx):
-        """K-means centroids ``[k, d]`` of all training samples' embeddings (faiss).
+        """K-means centroids ``[k, d]`` of the embeddings of the training samples (faiss): every sample, or
+        with ``train_samples: sequence`` each user's whole sequence, the samples that training sees.
 
         With several processes each rank embeds its contiguous share of the samples, rank 0 clusters the
         gathered embeddings (in the single-process order) and broadcasts the centroids.
         """
+        rows = last_samples(dataset) if self.all_positions else torch.arange(len(dataset.inter_feat))
         rank, size = world()
         if size == 1:
-            return kmeans(self.embed_all(dataset), k, seed=self.seed + epoch_idx)
-        gathered, _ = gather_rows(self.embed_all(dataset, shard(len(dataset.inter_feat))), grad=False)
+            return kmeans(self.embed_all(dataset, rows), k, seed=self.seed + epoch_idx)
+        gathered, _ = gather_rows(self.embed_all(dataset, rows[shard(len(rows))]), grad=False)
         centroids = kmeans(gathered, k, seed=self.seed + epoch_idx) if rank == 0 else \
             gathered.new_zeros(k, gathered.size(1))
         return broadcast(centroids.contiguous())

@@ -9,6 +9,7 @@ import torch
 
 from s4rec_recbole.layers import info_nce
 from s4rec_recbole.model import register
+from s4rec_recbole.data.loader import last_samples
 from s4rec_recbole.model.base import ContrastiveSASRec, check_contrastive_batch, choice, number
 
 
@@ -24,8 +25,10 @@ class ICLRec(ContrastiveSASRec):
         self.intent_weight = number(config, "intent_weight")
         self.temperature = number(config, "cl_temperature", 0, open_low=True)
         self.sim = choice(config, "sim", ("dot", "cos"))
-        # K-means runs over every training sample (each prefix of each training sequence)
-        self.n_clusters = number(config, "n_clusters", 2, len(dataset.inter_feat), integer=True)
+        # K-means runs over every training sample (each prefix of each training sequence; with
+        # train_samples: sequence, each user's whole sequence)
+        n_samples = len(last_samples(dataset)) if self.all_positions else len(dataset.inter_feat)
+        self.n_clusters = number(config, "n_clusters", 2, n_samples, integer=True)
         if self.cl_weight > 0 or self.intent_weight > 0:
             check_contrastive_batch(config)
         self.register_buffer("centroids", torch.zeros(self.n_clusters, self.hidden_size))
