@@ -14,6 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from s4rec_recbole.data.prepare import atomic_write_text  # noqa: E402
+from s4rec_recbole.trainer import best_epoch  # noqa: E402
 
 OUT = REPO / "results" / "published"
 
@@ -24,7 +25,7 @@ def slim(result):
     curve = result.get("curve") or []
     if "epochs_this_process" not in out and curve:  # written before epochs_run counted the epochs before a resume
         out["epochs_this_process"], out["epochs_run"] = out.get("epochs_run"), len(curve)
-        out["best_epoch"] = 1 + max(curve, key=lambda e: e["valid_score"])["epoch"]
+        out["best_epoch"] = best_epoch(curve)
     return out
 
 

@@ -19,7 +19,7 @@ from s4rec_recbole.data import DataError, prepare_dataset
 from s4rec_recbole.data.loader import TRAIN_SAMPLES, BucketedTrainDataLoader, TrimmedTrainDataLoader, trims
 from s4rec_recbole.recommend import RecommendError
 from s4rec_recbole.model import default_model, resolve_model, split_variant
-from s4rec_recbole.trainer import load_project_checkpoint, S4RecTrainer, history_matrices, new_run_id, plain, single_process
+from s4rec_recbole.trainer import best_epoch, load_project_checkpoint, S4RecTrainer, history_matrices, new_run_id, plain, single_process
 from s4rec_recbole.data.prepare import atomic_write_text
 from s4rec_recbole.layers import head_threshold
 from s4rec_recbole.metrics import summarize
@@ -231,7 +231,7 @@ def run(model=None, dataset=None, config_files=(), overrides=None, data_source=N
         "best_valid_score": float(best_valid_score),
         # epochs of the whole training (the curve is kept across --resume); those of this process; the best one
         "epochs_run": max(len(trainer.curve), len(trainer.epoch_times)), "epochs_this_process": len(trainer.epoch_times),
-        "best_epoch": 1 + max(trainer.curve, key=lambda e: e["valid_score"])["epoch"] if trainer.curve else None,
+        "best_epoch": best_epoch(trainer.curve),
         "timings": {"epoch_train_s": [round(t, 3) for t in trainer.epoch_times],
                     "mean_epoch_train_s": round(sum(trainer.epoch_times) / max(len(trainer.epoch_times), 1), 3),
                     "fit_s": round(fit_s, 3), "test_eval_s": round(eval_s, 3), "total_s": round(time.time() - t0, 3)},

@@ -108,6 +108,11 @@ def single_process(config):
         config["single_spec"] = before
 
 
+def best_epoch(curve):
+    """1-based epoch of the best validation score of a training curve (the first one on ties), or None."""
+    return 1 + max(curve, key=lambda e: e["valid_score"])["epoch"] if curve else None
+
+
 def new_run_id():
     """``<date>-<time>-<6 hex>``: unique per run, also for runs started in the same second."""
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
