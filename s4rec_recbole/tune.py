@@ -15,8 +15,9 @@ Every trial is one ordinary training run (``runner.run``) with the space's value
 search is stored under ``results/tune-<model>-<dataset>-<algo>-<key>/`` (the key hashes everything the
 command fixes except ``--max_trials`` and ``--backend``): ``trials/trial-NNNN.json`` is written atomically
 when a trial ends, so the same command run again after a kill continues with the trials that are not
-there yet, and a larger ``--max_trials`` extends a finished search. Trials are ranked by the validation
-metric (``valid_metric``) only; test metrics are shown for the chosen trial alone, at the end.
+there yet (a trial killed mid-training continues from its ``.last.pth``, as a comparison's runs do),
+and a larger ``--max_trials`` extends a finished search. Trials are ranked by the validation metric
+(``valid_metric``) only; test metrics are shown for the chosen trial alone, at the end.
 Outputs: ``trials.csv`` (parameters and validation metrics of every trial), ``best.yaml`` (a config
 file for ``--config_files``) and ``best.json``.
 """
@@ -32,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from s4rec_recbole.compare import interrupted_run
 from s4rec_recbole.config import DATASET_DIR, ConfigError, read_yaml
 from s4rec_recbole.data import prepare_dataset
 from s4rec_recbole.data.prepare import atomic_write_text
@@ -217,10 +219,14 @@ class Study:
         """Train one trial and store its record atomically; returns the record (failures are recorded)."""
         t0 = time.time()
         record = {"trial": index, "params": plain(params), "status": "ok", "error": None}
+        overrides = dict(self.overrides, **params)
         try:
+            resume = interrupted_run(build_config(self.model, self.dataset, self.config_files, overrides))
+            if resume:
+                print(f"trial {index + 1}: resuming the interrupted run {resume[0]} after epoch {resume[1]}")
             res = run(model=self.model, dataset=self.dataset, config_files=self.config_files,
-                      overrides=dict(self.overrides, **params), results_dir=results_dir or self.dir / "runs",
-                      result_name=f"trial-{index:04d}.json", show_test=False)
+                      overrides=overrides, results_dir=results_dir or self.dir / "runs",
+                      result_name=f"trial-{index:04d}.json", show_test=False, resume=resume and str(resume[0]))
             record.update(valid=res["best_valid"], test=res["test"], valid_score=res["best_valid_score"],
                           epochs=res["epochs_run"], checkpoint=res["checkpoint"])
         except (ConfigError, FloatingPointError, ValueError, RuntimeError) as e:

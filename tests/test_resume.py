@@ -95,3 +95,24 @@ def test_killed_comparison_resumes_its_interrupted_run(tiny_data_path, tmp_path)
     assert results["part"]["test"] == results["full"]["test"]
     assert results["part"]["best_valid"] == results["full"]["best_valid"]
     assert results["part"]["curve"] == results["full"]["curve"]
+
+
+def test_killed_search_resumes_its_interrupted_trial(tiny_data_path, tmp_path):
+    """Re-running a killed search continues the trial that was training from its .last.pth."""
+    (tmp_path / "space.yaml").write_text("n_layers: {choice: [1]}\n")
+    args = [f"--tune={tmp_path / 'space.yaml'}", "--algo=grid", "--dataset=tiny", "--model=S4Rec",
+            f"--data_path={tiny_data_path}", "--epochs=3", "--train_batch_size=64", "--n_clusters=8",
+            "--use_gpu=False", "--state=WARNING", f"--results_dir={tmp_path / 'res'}",
+            f"--checkpoint_dir={tmp_path / 'saved'}"]
+    run = lambda script: subprocess.run([sys.executable, script, *args], capture_output=True, text=True,
+                                        cwd=tmp_path, timeout=600)
+    (tmp_path / "killer.py").write_text(KILLER.format(repo=str(REPO)))
+    assert run(str(tmp_path / "killer.py")).returncode == -9
+    assert not list((tmp_path / "res").glob("tune-*/trials/*.json"))
+    proc = run(str(REPO / "run_s4rec.py"))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "trial 1: resuming the interrupted run" in proc.stdout
+    (trial,) = [json.loads(p.read_text()) for p in (tmp_path / "res").glob("tune-*/trials/trial-0000.json")]
+    (result,) = [json.loads(p.read_text()) for p in (tmp_path / "res").glob("tune-*/runs/trial-0000.json")]
+    assert trial["status"] == "ok" and trial["epochs"] == result["epochs_run"] == 3
+    assert result["epochs_this_process"] == 2 and result["resumed_from"]
