@@ -103,8 +103,8 @@ def test_three_trial_search(tiny_data_path, tmp_path, algo, capsys):
 def test_selection_uses_validation_even_when_test_disagrees(tmp_path, tiny_data_path, monkeypatch, capsys):
     fake = {1: (0.30, 0.10), 2: (0.20, 0.50), 3: (0.25, 0.40)}  # n_layers -> (valid, test)
 
-    def fake_run(model, dataset, config_files, overrides, results_dir, result_name, show_test):
-        assert show_test is False
+    def fake_run(model, dataset, config_files, overrides, results_dir, result_name, show_test, resume=None):
+        assert show_test is False and resume is None  # nothing was interrupted
         valid, test = fake[overrides["n_layers"]]
         return {"best_valid": {"ndcg@20": valid}, "test": {"ndcg@20": test}, "best_valid_score": valid,
                 "epochs_run": 1, "checkpoint": None}
@@ -132,7 +132,7 @@ def test_default_data_path_is_the_project_dataset_folder(monkeypatch, tmp_path):
 
 
 def test_failed_trial_is_recorded_and_skipped(tmp_path, tiny_data_path, monkeypatch):
-    def fake_run(model, dataset, config_files, overrides, results_dir, result_name, show_test):
+    def fake_run(model, dataset, config_files, overrides, results_dir, result_name, show_test, resume=None):
         if overrides["n_layers"] == 2:
             raise FloatingPointError("loss part 'rec' is nan at epoch 0, batch 3")
         return {"best_valid": {"ndcg@20": 0.1}, "test": {"ndcg@20": 0.1}, "best_valid_score": 0.1,
