@@ -6,7 +6,7 @@ Each ``LABEL=SOURCE[+SOURCE...]`` is one line of the plot. A source is a result 
 (written by the runner since the curve was added) or a RecBole log file (its ``epoch N evaluating
 [..., valid_score: X]`` lines), so runs made before, or continued with ``--resume`` across several
 logs, can be drawn too; a later source overrides an earlier one for the same epoch. The best epoch of
-each line is marked.
+each line (the latest one on ties, the checkpoint RecBole keeps) is marked.
 """
 import argparse
 import json
@@ -61,7 +61,7 @@ def plot(lines, out, metric="validation NDCG@20", title=None):
     fig, ax = plt.subplots(figsize=(7, 4))
     for label, points in lines:
         epochs, scores = list(points), list(points.values())
-        best = max(range(len(scores)), key=scores.__getitem__)
+        best = max(range(len(scores)), key=lambda i: (scores[i], i))  # latest on ties, as RecBole's early stopping
         (line,) = ax.plot(epochs, scores, label=f"{label} (best {scores[best]:.4f} at epoch {epochs[best]})")
         ax.plot([epochs[best]], [scores[best]], "o", color=line.get_color())
     ax.set_xlabel("epoch")

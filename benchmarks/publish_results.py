@@ -25,6 +25,7 @@ def slim(result):
     curve = result.get("curve") or []
     if "epochs_this_process" not in out and curve:  # written before epochs_run counted the epochs before a resume
         out["epochs_this_process"], out["epochs_run"] = out.get("epochs_run"), len(curve)
+    if curve:  # recomputed: runs written before best_epoch took the latest of tied epochs named the first
         out["best_epoch"] = best_epoch(curve)
     return out
 

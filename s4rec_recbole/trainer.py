@@ -109,8 +109,15 @@ def single_process(config):
 
 
 def best_epoch(curve):
-    """1-based epoch of the best validation score of a training curve (the first one on ties), or None."""
-    return 1 + max(curve, key=lambda e: e["valid_score"])["epoch"] if curve else None
+    """1-based epoch of the best validation score of a training curve, or None.
+
+    On ties the latest epoch wins, as in RecBole's early stopping (``value >= best``), whose checkpoint is the one
+    tested: scores are rounded to ``metric_decimal_place`` digits, so ties are common on a plateau.
+    """
+    if not curve:
+        return None
+    top = max(e["valid_score"] for e in curve)
+    return 1 + max(e["epoch"] for e in curve if e["valid_score"] == top)
 
 
 def new_run_id():

@@ -36,7 +36,12 @@ def test_publish_results_drops_per_user_arrays(tmp_path, monkeypatch, capsys):
     (tmp_path / "old.json").write_text(json.dumps({"epochs_run": 2, "curve": curve}))
     assert publish_results.main([str(tmp_path / "old.json")]) == 0
     old = json.loads((tmp_path / "published" / "old.json").read_text())
-    assert (old["epochs_run"], old["epochs_this_process"], old["best_epoch"]) == (4, 2, 2)
+    assert (old["epochs_run"], old["epochs_this_process"], old["best_epoch"]) == (4, 2, 4)  # the latest of the tie
+    # a file whose best_epoch was written with the first of tied epochs gets the one RecBole's checkpoint holds
+    (tmp_path / "tied.json").write_text(json.dumps({"epochs_run": 4, "epochs_this_process": 4, "best_epoch": 2,
+                                                    "curve": curve}))
+    assert publish_results.main([str(tmp_path / "tied.json")]) == 0
+    assert json.loads((tmp_path / "published" / "tied.json").read_text())["best_epoch"] == 4
     assert publish_results.main([str(tmp_path / "missing.json")]) == 2
     assert "cannot read a result JSON" in capsys.readouterr().err
 

@@ -224,3 +224,20 @@ def test_evaluate_a_checkpoint_under_the_other_protocol(tiny_data_path, tmp_path
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_best_epoch_is_the_checkpoint_recbole_keeps():
+    """On tied (rounded) validation scores RecBole's early stopping keeps the later epoch; best_epoch must name it."""
+    from recbole.utils import early_stopping
+
+    from s4rec_recbole.trainer import best_epoch
+
+    scores = [0.05, 0.0831, 0.0829, 0.0831, 0.0824, 0.0831, 0.08]
+    curve = [{"epoch": i, "valid_score": s} for i, s in enumerate(scores)]
+    best, step, kept = -float("inf"), 0, None
+    for i, s in enumerate(scores):
+        best, step, _, updated = early_stopping(s, best, step, max_step=10)
+        if updated:
+            kept = i + 1
+    assert best_epoch(curve) == kept == 6
+    assert best_epoch([]) is None
