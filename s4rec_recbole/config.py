@@ -1,8 +1,9 @@
 """RecBole configuration with the project's YAML files, strict key checking and no argv parsing.
 
 Precedence (lowest first), as RecBole's: RecBole's own defaults < ``properties/overall.yaml`` <
-``properties/model/<model>.yaml`` < ``properties/dataset/<dataset>.yaml`` < user config files <
-``config_dict`` (the runner's ``--key=value`` overrides).
+``properties/model/<model>.yaml`` < ``properties/dataset/<dataset>.yaml`` (every model on that dataset) <
+``properties/dataset/<dataset>/<model>.yaml`` (one model on that dataset, e.g. its tuned hyperparameters) <
+user config files < ``config_dict`` (the runner's ``--key=value`` overrides).
 """
 import ast
 import difflib
@@ -69,10 +70,17 @@ def read_yaml(path) -> dict:
 
 
 def project_files(model_name: str, dataset: str):
-    """The project's YAML files that apply to ``model_name`` on ``dataset``, lowest precedence first."""
+    """The project's YAML files of defaults for ``model_name`` on ``dataset``, lowest precedence first."""
     files = [PROPERTIES / "overall.yaml", PROPERTIES / "model" / f"{model_name}.yaml",
              PROPERTIES / "dataset" / f"{dataset}.yaml"]
     return [f for f in files if f.is_file()]
+
+
+def model_dataset_files(model_name: str, dataset: str):
+    """``properties/dataset/<dataset>/<model>.yaml`` if it exists: one model's settings on one dataset (its tuned
+    hyperparameters). Applied after the defaults and checked as a user's file (every key must be a known one)."""
+    f = PROPERTIES / "dataset" / dataset / f"{model_name}.yaml"
+    return [f] if f.is_file() else []
 
 
 class S4RecConfig(Config):
@@ -87,7 +95,7 @@ class S4RecConfig(Config):
 
     def __init__(self, model, dataset, config_file_list=None, config_dict=None):
         name = model if isinstance(model, str) else model.__name__
-        user_files = [Path(f) for f in (config_file_list or [])]
+        user_files = model_dataset_files(name, dataset) + [Path(f) for f in (config_file_list or [])]
         own = project_files(name, dataset)
         user_keys = {}
         for f in user_files:

@@ -295,7 +295,8 @@ class Study:
                   f"{best['trial'] + 1}). Test of this trial: "
                   + ", ".join(f"{k} {v:.4f}" for k, v in best["test"].items())
                   + f".\n# Use: python run_s4rec.py --dataset={self.dataset} --model={self.model} "
-                  f"--config_files={self.dir / 'best.yaml'}\n")
+                  f"--config_files={self.dir / 'best.yaml'}\n# or, as this model's default on this dataset, copy it to "
+                  f"properties/dataset/{self.dataset}/{self.model}.yaml\n")
         atomic_write_text(self.dir / "best.yaml", header + yaml.safe_dump(plain(settings), sort_keys=False))
         summary = {"model": self.model, "dataset": self.dataset, "algo": self.algo, "space_file": self.space_file,
                    "valid_metric": self.metric, "best_trial": best["trial"], "params": best["params"],

@@ -241,3 +241,34 @@ def test_best_epoch_is_the_checkpoint_recbole_keeps():
             kept = i + 1
     assert best_epoch(curve) == kept == 6
     assert best_epoch([]) is None
+
+
+def test_model_dataset_file_sits_between_dataset_file_and_user_files(tmp_path, monkeypatch):
+    """properties/dataset/<dataset>/<model>.yaml: one model's settings on one dataset (tuned hyperparameters)."""
+    import shutil
+
+    import s4rec_recbole.config as config
+
+    props = tmp_path / "properties"
+    shutil.copytree(config.PROPERTIES, props)
+    monkeypatch.setattr(config, "PROPERTIES", props)
+    (props / "dataset" / "tiny.yaml").write_text("n_layers: 1\nlearning_rate: 0.002\n")
+    (props / "dataset" / "tiny").mkdir()
+    (props / "dataset" / "tiny" / "SASRec.yaml").write_text("n_layers: 3\nattn_dropout_prob: 0.2\n")
+    user = tmp_path / "user.yaml"
+    user.write_text("attn_dropout_prob: 0.3\n")
+    over = {"data_path": str(tmp_path)}
+
+    cfg = build_config("SASRec", "tiny", overrides=over)
+    assert (cfg["n_layers"], cfg["attn_dropout_prob"], cfg["learning_rate"]) == (3, 0.2, 0.002)
+    cfg = build_config("SASRec", "tiny", config_files=[str(user)], overrides={**over, "n_layers": 4})
+    assert (cfg["n_layers"], cfg["attn_dropout_prob"]) == (4, 0.3)  # user file, then command line, win
+    cfg = build_config("CL4SRec", "tiny", overrides=over)  # another model: only the dataset file
+    assert (cfg["n_layers"], cfg["attn_dropout_prob"]) == (1, 0.5)
+
+    (props / "dataset" / "tiny" / "SASRec.yaml").write_text("n_layer: 3\n")  # a typo is not a new key
+    with pytest.raises(ConfigError, match=r"unknown config key 'n_layer' \(from .*tiny/SASRec.yaml\)"):
+        build_config("SASRec", "tiny", overrides=over)
+    (props / "dataset" / "tiny" / "SASRec.yaml").write_text("n_layers: two\n")
+    with pytest.raises(ConfigError, match=r"bad value for 'n_layers' \(from .*tiny/SASRec.yaml\)"):
+        build_config("SASRec", "tiny", overrides=over)
