@@ -9,13 +9,20 @@
 #   benchmarks/reproduce.sh samples    SR and S4Rec on whole sequences (train_samples: sequence, batch 256) on Beauty
 #   benchmarks/reproduce.sh sports     the five models on Sports and Outdoors
 #   benchmarks/reproduce.sh ml-1m      the five models on MovieLens-1M
+#   benchmarks/reproduce.sh tune       the same budget for SASRec, CL4SRec, ICLRec and S4Rec on Beauty: a 4-trial
+#                                      random search over properties/hyper/<model>.yaml each, validation only, each
+#                                      trial to convergence; copy a search's best.yaml to
+#                                      properties/dataset/amazon-beauty/<model>.yaml to make it that model's default
 #   benchmarks/reproduce.sh all        everything above, in this order
 #
-# Every part is a comparison (python run_s4rec.py --model=A,B,... --seeds=...): finished runs are reused and a
-# killed run continues from its saved/*.last.pth, so the same command can be started again after a crash, a
-# reboot or the end of a session, on a CPU or a GPU. SEEDS (default 2020,2021,2022) and extra --key=value
-# arguments after the part name apply to every run of the part, e.g. SEEDS=2020 benchmarks/reproduce.sh main.
-# Results: results/compare-<dataset>-<time>.md/.csv/.png and results/runs/*.json.
+# Every part but tune is a comparison (python run_s4rec.py --model=A,B,... --seeds=...): finished runs are reused
+# and a killed run continues from its saved/*.last.pth, so the same command can be started again after a crash, a
+# reboot or the end of a session, on a CPU or a GPU; a search likewise keeps its finished trials and resumes the
+# one that was training. SEEDS (default 2020,2021,2022; not used by tune, whose trials use the configured seed)
+# and extra --key=value arguments after the part name apply to every run of the part, e.g.
+# SEEDS=2020 benchmarks/reproduce.sh main.
+# Results: results/compare-<dataset>-<time>.md/.csv/.png and results/runs/*.json; a search's in
+# results/tune-<model>-<dataset>-random-<key>/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 part=${1:-}
@@ -25,6 +32,8 @@ FIVE=S4Rec,SASRec,CL4SRec,ICLRec,S4Rec-kmeans
 run() { echo "+ python run_s4rec.py $*"; python run_s4rec.py "$@"; }
 
 case "$part" in
+  tune) for m in SASRec CL4SRec ICLRec S4Rec; do
+          run --tune=properties/hyper/$m.yaml --dataset=amazon-beauty --algo=random --max_trials=4 "$@"; done ;;
   main) run --dataset=amazon-beauty --model=S4Rec,SASRec --seeds="$SEEDS" "$@" ;;
   baselines) run --dataset=amazon-beauty --model=$FIVE --seeds="$SEEDS" "$@" ;;
   unmasked) run --dataset=amazon-beauty --model=$FIVE --seeds="$SEEDS" --mask_history=False "$@" ;;
@@ -35,6 +44,6 @@ case "$part" in
   ksweep) for k in 32 64 128 256 512; do run --dataset=amazon-beauty --model=S4Rec --n_clusters=$k --seeds="$SEEDS" "$@"; done ;;
   sports) run --dataset=amazon-sports-outdoors --model=$FIVE --seeds="$SEEDS" "$@" ;;
   ml-1m) run --dataset=ml-1m --model=$FIVE --seeds="$SEEDS" "$@" ;;
-  all) for p in main baselines unmasked ablation ksweep samples sports ml-1m; do "$0" "$p" "$@"; done ;;
-  *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; echo "error: expected a part name, got '${part}'" >&2; exit 2 ;;
+  all) for p in main baselines unmasked ablation ksweep samples sports ml-1m tune; do "$0" "$p" "$@"; done ;;
+  *) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; echo "error: expected a part name, got '${part}'" >&2; exit 2 ;;
 esac

@@ -80,6 +80,8 @@ def test_reproduce_script_names_its_parts():
     proc = subprocess.run(["bash", str(REPO / "benchmarks" / "reproduce.sh"), "nope"], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 2 and "expected a part name, got 'nope'" in proc.stderr
+    for part in ("main", "baselines", "unmasked", "ablation", "ksweep", "samples", "sports", "ml-1m", "tune", "all"):
+        assert f"reproduce.sh {part} " in proc.stdout, part
     for part in ("main", "baselines", "unmasked", "ablation", "ksweep", "samples", "sports", "ml-1m", "all"):
         assert f"reproduce.sh {part} " in proc.stdout
 
