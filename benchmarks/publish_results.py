@@ -4,7 +4,8 @@
 
 Each copy keeps the metrics (test, validation, head/tail), protocol, timings, epochs and the resolved
 configuration: what a README cell needs to be checked; the per-user ranks (about 1 MB per Beauty run)
-stay in the local ``results/`` folder.
+stay in the local ``results/`` folder. A result under RecBole's protocol (history not masked, e.g. from
+``--evaluate=... --mask_history=False``) is published as ``unmasked-<name>``, beside the masked one of the same run.
 """
 import json
 import sys
@@ -40,7 +41,8 @@ def main(paths):
         except (OSError, ValueError) as e:
             print(f"error: {p}: cannot read a result JSON ({e})", file=sys.stderr)
             return 2
-        target = OUT / p.name
+        unmasked = (result.get("protocol") or {}).get("mask_history") is False
+        target = OUT / ("unmasked-" + p.name if unmasked and not p.name.startswith("unmasked-") else p.name)
         atomic_write_text(target, json.dumps(slim(result), indent=1) + "\n")
         print(f"{p} -> {target} ({target.stat().st_size // 1024} KB)")
     return 0

@@ -42,6 +42,11 @@ def test_publish_results_drops_per_user_arrays(tmp_path, monkeypatch, capsys):
                                                     "curve": curve}))
     assert publish_results.main([str(tmp_path / "tied.json")]) == 0
     assert json.loads((tmp_path / "published" / "tied.json").read_text())["best_epoch"] == 4
+    # the same run evaluated with the history not masked is published beside it, not over it
+    (tmp_path / "S4Rec-y.json").write_text(json.dumps({**run, "protocol": {"mask_history": False}}))
+    assert publish_results.main([str(tmp_path / "S4Rec-y.json")]) == 0
+    assert (tmp_path / "published" / "unmasked-S4Rec-y.json").is_file()
+    assert not (tmp_path / "published" / "S4Rec-y.json").exists()
     assert publish_results.main([str(tmp_path / "missing.json")]) == 2
     assert "cannot read a result JSON" in capsys.readouterr().err
 
