@@ -199,6 +199,30 @@ def test_shipped_dataset_files_are_valid_for_every_model(path, tmp_path):
         assert other["length_bucket_pool"] == 0  # ... and only to its dataset
 
 
+MODEL_DATASET_FILES = sorted((REPO / "properties" / "dataset").glob("*/*.yaml"))
+
+
+@pytest.mark.parametrize("path", MODEL_DATASET_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_shipped_model_dataset_files_are_valid_and_applied(path, tmp_path):
+    """properties/dataset/<dataset>/<model>.yaml: a known model and dataset, known keys in range, applied to
+    that model on that dataset only."""
+    from s4rec_recbole.config import read_yaml
+
+    model, dataset = path.stem, path.parent.name
+    assert (REPO / "properties" / "dataset" / f"{dataset}.yaml").is_file(), f"{path}: no dataset {dataset}"
+    settings = read_yaml(path)
+    assert settings, f"{path} is empty"
+    over = {"data_path": str(tmp_path)}
+    cfg = build_config(model, dataset, overrides=over)  # an unknown model, key or value fails here
+    for key, value in settings.items():
+        assert cfg[key] == value
+    base = build_config(model, "tiny", overrides=over)
+    assert any(base[key] != value for key, value in settings.items()), f"{path} changes nothing"
+    other = "SASRec" if model != "SASRec" else "S4Rec"
+    other_cfg = build_config(other, dataset, overrides=over)
+    assert any(other_cfg[key] != value for key, value in settings.items() if key in other_cfg)
+
+
 def test_evaluate_a_checkpoint_under_the_other_protocol(tiny_data_path, tmp_path, capsys):
     over = tiny_overrides(tiny_data_path, tmp_path, epochs=2, n_clusters=8)
     trained = run("S4Rec", "tiny", overrides=over, results_dir=tmp_path / "res")
