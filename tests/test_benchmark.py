@@ -119,3 +119,18 @@ def test_report_from_existing_run_files(tiny_data_path, tmp_path, capsys):
         argv = argv if any(a.startswith("--dataset") for a in argv) else [*argv, "--dataset=tiny"]
         assert report.main([*argv, f"--results_dir={out}"]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_epoch_time_times_one_encoder_even_with_a_tuned_sasrec(tmp_path):
+    """Beauty ships a tuned SASRec (3 layers, other dropouts): the speed benchmark still times the encoder
+    every model shares, so its SASRec-vs-S4Rec ratios compare like with like."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import epoch_time
+
+    from s4rec_recbole.runner import build_config
+
+    keys = ("n_layers", "hidden_dropout_prob", "attn_dropout_prob")
+    s4rec = build_config("S4Rec", "amazon-beauty", overrides={"data_path": str(tmp_path)})
+    for model, overrides, _ in epoch_time.SETTINGS.values():
+        cfg = build_config(model, "amazon-beauty", overrides={**overrides, "data_path": str(tmp_path)})
+        assert [cfg[k] for k in keys] == [s4rec[k] for k in keys], model
