@@ -134,3 +134,47 @@ def test_epoch_time_times_one_encoder_even_with_a_tuned_sasrec(tmp_path):
     for model, overrides, _ in epoch_time.SETTINGS.values():
         cfg = build_config(model, "amazon-beauty", overrides={**overrides, "data_path": str(tmp_path)})
         assert [cfg[k] for k in keys] == [s4rec[k] for k in keys], model
+
+
+def test_plot_sweep_groups_seeds_and_refuses_mixed_runs(tmp_path, capsys):
+    import json
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import plot_sweep
+
+    def run(name, k, seed, hr5, **extra):
+        curve = [{"epoch": e, "valid_score": v} for e, v in enumerate([0.1, 0.3, 0.3, 0.2])]
+        test = {"hit@5": hr5, "hit@20": 0.2, "ndcg@5": 0.03, "ndcg@20": 0.05}
+        config = {"model": "S4Rec", "dataset": "d", "n_clusters": k, "seed": seed, "alpha": 0.01,
+                  "checkpoint_dir": str(tmp_path / name), **extra}
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({"config": config, "test": test, "curve": curve, "epochs_run": 1}))
+        return str(path)
+
+    runs = [run("a", 128, 1, 0.05), run("b", 32, 1, 0.04), run("c", 128, 2, 0.07)]
+    groups = plot_sweep.collect(runs, "n_clusters")
+    assert list(groups) == [32, 128]  # sorted by value, seeds of one value together
+    text = plot_sweep.table(groups, "n_clusters", [plot_sweep.parse_reference("paper HR@5=32:0.051,512:0.0455")])
+    row = next(line for line in text.splitlines() if line.startswith("| 128 |"))
+    # mean and sample std over the two seeds (0.05, 0.07), best in bold; epochs from the curve, latest tied best
+    assert "| 1, 2 | **0.0600 +- 0.0141** |" in row and "| 4 (3), 4 (3) |" in row and row.endswith("| |")
+    assert next(line for line in text.splitlines() if line.startswith("| 32 |")).endswith("| 0.0510 |")
+
+    out = tmp_path / "sweep" / "k"
+    assert plot_sweep.main(runs + ["--key=n_clusters", f"--out={out}", "--reference=p=32:0.05"]) == 0
+    assert out.with_suffix(".png").stat().st_size > 0 and out.with_suffix(".md").read_text() == \
+        plot_sweep.table(groups, "n_clusters", [("p", {32: 0.05})])
+
+    bad = {
+        "differs from": runs + [run("d", 64, 1, 0.05, alpha=0.1)],  # a second setting moves
+        "a second run with n_clusters=128 and seed 1": runs + [run("e", 128, 1, 0.05)],
+        "has no key 'n_layer'": runs,
+    }
+    for message, files in bad.items():
+        key = "n_layer" if "n_layer" in message else "n_clusters"
+        assert plot_sweep.main(files + [f"--key={key}", f"--out={tmp_path / 'x'}"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1
+    assert plot_sweep.main([run("f", 32, 1, 0.05), "--key=n_clusters", "--out=x", "--reference=p=32"]) == 2
+    assert "not VALUE:SCORE" in capsys.readouterr().err
+    assert not (tmp_path / "x.md").exists()
