@@ -5,7 +5,8 @@
 #   benchmarks/reproduce.sh baselines  + CL4SRec, ICLRec, S4Rec-kmeans on Beauty
 #   benchmarks/reproduce.sh unmasked   the same five models under RecBole's protocol (history not masked)
 #   benchmarks/reproduce.sh ablation   Table 3 on Beauty: SR, SR+CSD, without CSD, without the adversary, K-means
-#   benchmarks/reproduce.sh ksweep     S4Rec with K = 32 ... 512 prototypes on Beauty
+#   benchmarks/reproduce.sh ksweep     S4Rec with K = 32 ... 512 prototypes on Beauty (then: python benchmarks/plot_sweep.py
+#                                      --key=n_clusters --out=results/ksweep-amazon-beauty <their run files>)
 #   benchmarks/reproduce.sh samples    SR and S4Rec on whole sequences (train_samples: sequence, batch 256) on Beauty
 #   benchmarks/reproduce.sh sports     the five models on Sports and Outdoors
 #   benchmarks/reproduce.sh ml-1m      the five models on MovieLens-1M
@@ -45,5 +46,5 @@ case "$part" in
   sports) run --dataset=amazon-sports-outdoors --model=$FIVE --seeds="$SEEDS" "$@" ;;
   ml-1m) run --dataset=ml-1m --model=$FIVE --seeds="$SEEDS" "$@" ;;
   all) for p in main baselines unmasked ablation ksweep samples sports ml-1m tune; do "$0" "$p" "$@"; done ;;
-  *) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; echo "error: expected a part name, got '${part}'" >&2; exit 2 ;;
+  *) awk 'NR > 1 && !/^#/ {exit} NR > 1 {sub(/^# ?/, ""); print}' "$0"; echo "error: expected a part name, got '${part}'" >&2; exit 2 ;;
 esac
