@@ -64,8 +64,15 @@ def plot(lines, out, metric="validation NDCG@20", title=None):
         best = max(range(len(scores)), key=lambda i: (scores[i], i))  # latest on ties, as RecBole's early stopping
         (line,) = ax.plot(epochs, scores, label=f"{label} (best {scores[best]:.4f} at epoch {epochs[best]})")
         ax.plot([epochs[best]], [scores[best]], "o", color=line.get_color())
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(metric)
+    return save_figure(fig, ax, "epoch", metric, out, title)
+
+
+def save_figure(fig, ax, xlabel, ylabel, out, title=None):
+    """Label, grid and legend ``ax``, then write ``fig`` to the PNG ``out`` through a temporary file."""
+    import matplotlib.pyplot as plt
+
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     if title:

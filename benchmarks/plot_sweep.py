@@ -16,7 +16,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from plot_curves import save_figure  # noqa: E402
 from s4rec_recbole.compare import VOLATILE, without_neutral  # noqa: E402
 from s4rec_recbole.data.prepare import atomic_write_text  # noqa: E402
 from s4rec_recbole.trainer import best_epoch  # noqa: E402
@@ -132,20 +134,7 @@ def plot(groups, key, out, references=(), title=None):
         ax.set_xscale("log", base=2)
     ax.set_xticks(xs)
     ax.set_xticklabels([str(v) for v in values])
-    ax.set_xlabel(key)
-    ax.set_ylabel("test metric")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(out)
-    return out
+    return save_figure(fig, ax, key, "test metric", out, title)
 
 
 def main(argv=None):
