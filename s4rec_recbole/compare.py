@@ -32,9 +32,9 @@ from s4rec_recbole.trainer import load_checkpoint, plain
 
 GROUPS = ("overall", "head", "tail")
 N_BOOT = 2000  # bootstrap resamples of the tail-vs-head interval
-# Settings that do not change what a run computes, left out of the resume key.
+# Settings that do not change what a run computes (beyond float rounding), left out of the resume key.
 VOLATILE = {"checkpoint_dir", "show_progress", "state", "gpu_id", "use_gpu", "device", "worker", "log_wandb",
-            "eval_batch_size", "data_path", "config_files"}
+            "eval_batch_size", "data_path", "config_files", "fused_gelu"}
 
 
 def without_neutral(settings):

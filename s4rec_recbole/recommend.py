@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from s4rec_recbole.data.prepare import atomic_write_text
 from s4rec_recbole.trainer import load_project_checkpoint
+from s4rec_recbole.model import build_model
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ class Recommender:
         dataset = create_dataset(config)
         history = user_histories(dataset)
         train, _, _ = data_preparation(config, dataset)  # keeps the id maps, replaces the interactions
-        model = config.model_class(config, train._dataset).to(config["device"])
+        model = build_model(config, train._dataset)
         model.load_state_dict(ckpt["state_dict"])
         model.load_other_parameter(ckpt.get("other_parameter"))
         return cls(model, dataset, config, history)

@@ -16,9 +16,10 @@ from recbole.utils import logger as recbole_logger
 
 from s4rec_recbole.config import DATASET_DIR, ConfigError, S4RecConfig, parse_value
 from s4rec_recbole.data import DataError, prepare_dataset
-from s4rec_recbole.data.loader import TRAIN_SAMPLES, BucketedTrainDataLoader, TrimmedTrainDataLoader, trims
+from s4rec_recbole.data.loader import (TRAIN_SAMPLES, BucketedTrainDataLoader, SortedFullSortEvalDataLoader,
+                                       TrimmedTrainDataLoader, trims)
 from s4rec_recbole.recommend import RecommendError
-from s4rec_recbole.model import default_model, resolve_model, split_variant
+from s4rec_recbole.model import build_model, default_model, resolve_model, split_variant
 from s4rec_recbole.trainer import best_epoch, load_project_checkpoint, S4RecTrainer, history_matrices, new_run_id, plain, single_process
 from s4rec_recbole.data.prepare import atomic_write_text
 from s4rec_recbole.layers import head_threshold
@@ -110,12 +111,16 @@ def prepare_data(config):
     samples = config["train_samples"]
     if samples not in TRAIN_SAMPLES:
         raise ConfigError(f"train_samples={samples!r}: expected one of {list(TRAIN_SAMPLES)}")
-    if samples == "sequence" and not issubclass(resolve_model(config["model"]), ContrastiveSASRec):
+    plugin = issubclass(resolve_model(config["model"]), ContrastiveSASRec)
+    if samples == "sequence" and not plugin:
         raise ConfigError(f"train_samples='sequence' for model {config['model']}: only the plugin models "
                           "(S4Rec and its variants, CL4SRec, ICLRec) train on whole sequences")
     dataset = create_dataset(config)
     with single_process(config) as distributed:  # evaluation loaders cover every user on every rank
         train_data, valid_data, test_data = data_preparation(config, dataset)
+        if plugin or trims(config):  # users in order of length, batches cut to their longest sequence
+            valid_data, test_data = (SortedFullSortEvalDataLoader(config, d._dataset, d._sampler, trim=trims(config))
+                                     for d in (valid_data, test_data))
     # rebuilt: sharded over the ranks (RecBole's DistributedSampler) when distributed, bucketed and/or trimmed
     if distributed or config["length_bucket_pool"] or trims(config) or samples == "sequence":
         bucketed = config["length_bucket_pool"] or samples == "sequence"
@@ -194,7 +199,7 @@ def run(model=None, dataset=None, config_files=(), overrides=None, data_source=N
     ds, train_data, valid_data, test_data = prepare_data(config)
     logger.info(ds)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model_obj = config.model_class(config, train_data._dataset).to(config["device"])
+    model_obj = build_model(config, train_data._dataset)
     logger.info(model_obj)
     trainer = S4RecTrainer(config, model_obj, run_id=run_id)
     if resume:

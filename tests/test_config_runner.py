@@ -296,3 +296,25 @@ def test_model_dataset_file_sits_between_dataset_file_and_user_files(tmp_path, m
     (props / "dataset" / "tiny" / "SASRec.yaml").write_text("n_layers: two\n")
     with pytest.raises(ConfigError, match=r"bad value for 'n_layers' \(from .*tiny/SASRec.yaml\)"):
         build_config("SASRec", "tiny", overrides=over)
+
+
+@pytest.mark.parametrize("model", ["SASRec", "S4Rec"])
+def test_fused_gelu_setting_builds_the_model_and_keeps_the_run_key(tiny_data_path, model):
+    from recbole.model.layers import FeedForward
+
+    from s4rec_recbole.compare import run_key
+    from s4rec_recbole.model import build_model
+
+    extra = {"n_clusters": 8} if model == "S4Rec" else {}
+    acts = {}
+    for fused in (True, False):
+        cfg = build_config(model, "tiny", overrides=tiny_overrides(tiny_data_path, fused_gelu=fused, **extra))
+        _, train, _, _ = prepare_data(cfg)
+        net = build_model(cfg, train._dataset)
+        acts[fused] = {m.intermediate_act_fn for m in net.modules() if isinstance(m, FeedForward)}
+        acts[fused, "key"] = run_key(cfg)
+    assert acts[True] == {torch.nn.functional.gelu}
+    assert len(acts[False]) == 2 and all(f.__func__ is FeedForward.gelu for f in acts[False])  # one per layer
+    assert acts[True, "key"] == acts[False, "key"]  # float rounding only: finished runs and checkpoints still match
+    with pytest.raises(ConfigError, match="fused_gelu"):
+        build_config(model, "tiny", overrides=tiny_overrides(tiny_data_path, fused_gelu=3, **extra))

@@ -264,3 +264,27 @@ def test_fast_dropout_matches_dropout_semantics():
     assert isinstance(net[1][0], FastDropout) and net[1][0].p == 0.2
     with pytest.raises(ValueError, match="dropout probability 1.0"):
         FastDropout(1.0)
+
+# ---------------------------------------------------------------- fused GELU
+
+
+def test_fused_gelu_is_recboles_gelu_in_one_kernel():
+    from recbole.model.layers import FeedForward
+
+    from s4rec_recbole.layers import use_fused_gelu
+
+    torch.manual_seed(0)
+    ffn = FeedForward(16, 64, 0.0, "gelu", 1e-12)
+    relu = FeedForward(16, 64, 0.0, "relu", 1e-12)
+    net = torch.nn.Sequential(ffn, torch.nn.Sequential(relu))
+    x = torch.randn(8, 5, 16, requires_grad=True)
+    ref = ffn(x)
+    (g_ref,) = torch.autograd.grad(ref.sum(), x)
+    assert use_fused_gelu(net) is net
+    assert ffn.intermediate_act_fn is torch.nn.functional.gelu
+    assert relu.intermediate_act_fn is torch.nn.functional.relu  # other activations untouched
+    out = ffn(x)
+    (g_out,) = torch.autograd.grad(out.sum(), x)
+    assert torch.allclose(out, ref, atol=1e-5) and torch.allclose(g_out, g_ref, atol=1e-5)
+    z = torch.linspace(-6, 6, 1001)
+    assert (torch.nn.functional.gelu(z) - FeedForward.gelu(ffn, z)).abs().max() < 2e-6  # the exact (erf) GELU

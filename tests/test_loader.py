@@ -79,3 +79,40 @@ def test_training_batches_trimmed_only_for_safe_models(tiny_data_path):
     assert first_batch("STAMP")["item_id_list"].size(1) == 50  # output depends on padding: left alone
     assert "STAMP" not in TRIM_SAFE_MODELS and trims(build_config("SASRec", "tiny", overrides=tiny_overrides(
         tiny_data_path)))
+
+
+@pytest.mark.parametrize("model", ["SASRec", "S4Rec", "STAMP"])
+def test_evaluation_in_order_of_length_gives_recboles_results(tiny_data_path, model):
+    """prepare_data's evaluation loaders (users sorted by length, batches cut for trim-safe models) give each user
+    the rank and the metrics of RecBole's own loaders (STAMP: order kept, nothing cut)."""
+    from recbole.data import create_dataset, data_preparation
+
+    from s4rec_recbole.data.loader import SortedFullSortEvalDataLoader
+    from s4rec_recbole.trainer import S4RecTrainer, history_matrices
+
+    extra = {"n_clusters": 8} if model == "S4Rec" else {}
+    cfg = build_config(model, "tiny", overrides=tiny_overrides(tiny_data_path, eval_batch_size=16, **extra))
+    _, train, valid, test = prepare_data(cfg)
+    torch.manual_seed(0)
+    net = cfg.model_class(cfg, train._dataset).eval()
+    trainer = S4RecTrainer(cfg, net)
+    ref_train, ref_valid, ref_test = data_preparation(cfg, create_dataset(cfg))
+    ref_valid.history_matrix, ref_test.history_matrix = history_matrices(ref_train, ref_valid)
+    assert type(ref_test).__name__ == "FullSortEvalDataLoader"
+    sorted_loader = model != "STAMP"
+    assert isinstance(test, SortedFullSortEvalDataLoader) == sorted_loader
+    widths, lengths = [], []
+    for batch, *_ in test:
+        widths.append(batch["item_id_list"].size(1))
+        lengths.append(batch["item_length"])
+    lengths = torch.cat(lengths)
+    if sorted_loader:
+        assert torch.equal(lengths, lengths.sort().values) and len(widths) > 2
+        assert widths[0] < widths[-1] if model == "SASRec" else set(widths) == {50}  # S4Rec cuts in forward
+    for mine, ref in ((valid, ref_valid), (test, ref_test)):
+        got, want = trainer.evaluate(mine, load_best_model=False), trainer.evaluate(ref, load_best_model=False)
+        assert got == pytest.approx(want, abs=1e-4)
+        users, ranks, _ = trainer.user_ranks(mine)
+        ref_users, ref_ranks, _ = trainer.user_ranks(ref)
+        assert sorted(users.tolist()) == sorted(ref_users.tolist())
+        assert dict(zip(users.tolist(), ranks.tolist())) == dict(zip(ref_users.tolist(), ref_ranks.tolist()))

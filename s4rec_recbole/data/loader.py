@@ -18,6 +18,10 @@ has a next-item target (the way SASRec's and ICLRec's own code train), instead o
 prefix. The batches then always come from :class:`LengthBucketBatchSampler` (pool 1 when bucketing is off:
 uniformly random batches, only sorted inside).
 
+Evaluation (:class:`SortedFullSortEvalDataLoader`) ranks the users in order of sequence length, so each batch
+of ``eval_batch_size`` users is cut to a width close to its users' own lengths; every user's scores are those of
+RecBole's loader (up to float rounding) and the metrics, averages over users, do not depend on the order.
+
 With distributed training every process draws the same global batches (the loader's generator has the
 same seed everywhere) and takes an interleaved share of each (``batch[rank::world_size]``), so the
 processes step together through batches of similar length, as RecBole's ``DistributedSampler`` shares
@@ -25,7 +29,7 @@ its random batches.
 """
 import numpy as np
 import torch
-from recbole.data.dataloader import TrainDataLoader
+from recbole.data.dataloader import FullSortEvalDataLoader, TrainDataLoader
 
 # RecBole models whose forward pass gives exactly the same output on a batch cut to its longest sequence
 # (tests/test_loader.py); e.g. STAMP, LightSANs, SHAN, NPE do not (padding embeddings or fixed-length layers).
@@ -150,3 +154,21 @@ class BucketedTrainDataLoader(TrimmedTrainDataLoader):
     @property
     def _index_sampler(self):
         return self.bucket_sampler
+
+
+class SortedFullSortEvalDataLoader(FullSortEvalDataLoader):
+    """RecBole's full-ranking evaluation loader over the users sorted by sequence length (then user id), each
+    batch cut to its longest sequence when ``trim`` is set (models whose output does not depend on trailing
+    padding). Sorts ``dataset`` in place; batches are ``(interaction, None, positive_u, positive_i)`` as
+    RecBole's."""
+
+    def __init__(self, config, dataset, sampler, trim=True):
+        dataset.sort(by=[config["ITEM_LIST_LENGTH_FIELD"], dataset.uid_field])
+        self.trim = trim
+        super().__init__(config, dataset, sampler, shuffle=False)
+
+    def collate_fn(self, index):
+        interaction, history, positive_u, positive_i = super().collate_fn(index)
+        if self.trim:
+            interaction = trim_lists(interaction, self.config)
+        return interaction, history, positive_u, positive_i

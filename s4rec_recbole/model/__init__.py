@@ -5,6 +5,7 @@ import recbole.model.sequential_recommender as recbole_sequential
 from recbole.model.abstract_recommender import SequentialRecommender
 
 from s4rec_recbole.config import ConfigError
+from s4rec_recbole.layers import use_fused_gelu
 
 # name -> class of every model this package adds; filled by the imports below.
 PLUGIN_MODELS = {}
@@ -44,6 +45,15 @@ def accepted_models():
 
 def default_model():
     return "S4Rec" if "S4Rec" in PLUGIN_MODELS else "SASRec"
+
+
+def build_model(config, dataset):
+    """``config``'s model on ``dataset`` (RecBole's training dataset), on ``config["device"]``; with ``fused_gelu``
+    its Transformer feed-forward layers use torch's exact GELU kernel (see :mod:`s4rec_recbole.layers.gelu`)."""
+    model = config.model_class(config, dataset)
+    if config["fused_gelu"]:
+        use_fused_gelu(model)
+    return model.to(config["device"])
 
 
 def resolve_model(model):
