@@ -3,13 +3,18 @@
 ``python benchmarks/publish_results.py results/runs/S4Rec-amazon-beauty-seed2020-....json [...]``
 
 Each copy keeps the metrics (test, validation, head/tail), protocol, timings, epochs and the resolved
-configuration: what a README cell needs to be checked; the per-user ranks (about 1 MB per Beauty run)
-stay in the local ``results/`` folder. A result under RecBole's protocol (history not masked, e.g. from
+configuration: what a README cell needs to be checked. The per-user arrays (user, rank of the test item,
+training length, cluster; about 1 MB of JSON per Beauty run) go to ``results/published/per-user/<name>.npz``
+(compressed, ~100 KB), from which ``benchmarks/report.py`` redoes the paired tests and the head/tail intervals
+of published runs. A result under RecBole's protocol (history not masked, e.g. from
 ``--evaluate=... --mask_history=False``) is published as ``unmasked-<name>``, beside the masked one of the same run.
 """
+import io
 import json
 import sys
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -31,6 +36,44 @@ def slim(result):
     return out
 
 
+def per_user_file(published):
+    """Where the per-user arrays of the published run file ``published`` are kept."""
+    published = Path(published)
+    return published.parent / "per-user" / (published.stem + ".npz")
+
+
+def save_per_user(per_user, target):
+    """Write ``per_user`` (lists ``user``, ``rank``, ``length`` and optionally ``cluster``) as compressed arrays,
+    sorted by user, beside the published file ``target``; atomically."""
+    order = np.argsort(np.asarray(per_user["user"]), kind="stable")
+    arrays = {}
+    for key in ("user", "rank", "length", "cluster"):
+        values = per_user.get(key)
+        if values is not None:
+            values = np.asarray(values, dtype=np.int64)[order]
+            small = values.size == 0 or (values.min() >= 0 and values.max() < 2 ** 16)
+            arrays[key] = values.astype(np.uint16 if small and key != "user" else np.int32)
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    out = per_user_file(target)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_bytes(buf.getvalue())
+    tmp.replace(out)
+    return out
+
+
+def load_per_user(published):
+    """The per-user arrays of a published run file as lists (``cluster`` None if absent), or None."""
+    path = per_user_file(published)
+    if not path.is_file():
+        return None
+    with np.load(path) as arrays:
+        out = {key: arrays[key].astype(np.int64).tolist() for key in arrays.files}
+    out.setdefault("cluster", None)
+    return out
+
+
 def main(paths):
     if not paths:
         print(__doc__.strip().splitlines()[2])
@@ -45,6 +88,9 @@ def main(paths):
         target = OUT / ("unmasked-" + p.name if unmasked and not p.name.startswith("unmasked-") else p.name)
         atomic_write_text(target, json.dumps(slim(result), indent=1) + "\n")
         print(f"{p} -> {target} ({target.stat().st_size // 1024} KB)")
+        if (result.get("per_user") or {}).get("rank"):
+            arrays = save_per_user(result["per_user"], target)
+            print(f"  per-user ranks -> {arrays} ({arrays.stat().st_size // 1024} KB)")
     return 0
 
 

@@ -3,8 +3,8 @@ already exist (e.g. runs made in separate comparisons or folders, or before a co
 
 ``python benchmarks/report.py --dataset=amazon-beauty "S4Rec=results/runs/S4Rec-a.json,results/runs/S4Rec-b.json" "SR=..."``
 
-Each ``LABEL=RUN.json[,RUN.json...]`` is one model (one file per seed; full run files with per-user ranks, as
-under ``results/runs/``); the first model is tested against each other one (paired t-test over users). Writes
+Each ``LABEL=RUN.json[,RUN.json...]`` is one model (one file per seed: full run files with per-user ranks, as
+under ``results/runs/``, or published ones whose ranks are in ``per-user/`` beside them); the first model is tested against each other one (paired t-test over users). Writes
 ``results/compare-<dataset>-<time>.md``, ``.csv`` and the two plots, as a comparison does.
 """
 import argparse
@@ -15,6 +15,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from publish_results import load_per_user  # noqa: E402
 from s4rec_recbole.compare import report  # noqa: E402
 from s4rec_recbole.runner import RESULTS_DIR  # noqa: E402
 
@@ -29,9 +30,11 @@ def load_runs(spec):
             run = json.loads(Path(f).read_text())
         except (OSError, ValueError) as e:
             raise ValueError(f"{f}: cannot read a run JSON ({e})") from None
+        if isinstance(run, dict) and not (run.get("per_user") or {}).get("rank"):
+            run["per_user"] = load_per_user(f)
         if not isinstance(run, dict) or not (run.get("per_user") or {}).get("rank"):
-            raise ValueError(f"{f}: no per-user ranks; expected a full run file (results/runs/*.json), not a "
-                             "published one")
+            raise ValueError(f"{f}: no per-user ranks; expected a full run file (results/runs/*.json) or a "
+                             "published one with its per-user/<name>.npz")
         runs.append(run)
     return label, runs
 

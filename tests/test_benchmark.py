@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import REPO
 
@@ -31,6 +32,14 @@ def test_publish_results_drops_per_user_arrays(tmp_path, monkeypatch, capsys):
     assert publish_results.main([str(src)]) == 0
     out = json.loads((tmp_path / "published" / "S4Rec-x.json").read_text())
     assert out == {"model": "S4Rec", "test": {"hit@5": 0.05}, "n_users": 3}
+    # the per-user arrays are kept beside it, compressed, sorted by user
+    (tmp_path / "S4Rec-z.json").write_text(json.dumps({"model": "S4Rec", "per_user": {
+        "user": [7, 2, 5], "rank": [70000, 0, 12], "length": [3, 9, 4], "cluster": None}}))
+    assert publish_results.main([str(tmp_path / "S4Rec-z.json")]) == 0
+    assert (tmp_path / "published" / "per-user" / "S4Rec-z.npz").is_file()
+    assert publish_results.load_per_user(tmp_path / "published" / "S4Rec-z.json") == {
+        "user": [2, 5, 7], "rank": [0, 12, 70000], "length": [9, 4, 3], "cluster": None}
+    assert publish_results.load_per_user(tmp_path / "published" / "old.json") is None
     # a file from before a resumed run's epochs_run counted the epochs before the resume
     curve = [{"epoch": e, "valid_score": v} for e, v in enumerate([0.1, 0.3, 0.2, 0.3])]
     (tmp_path / "old.json").write_text(json.dumps({"epochs_run": 2, "curve": curve}))
@@ -90,7 +99,7 @@ def test_reproduce_script_names_its_parts():
     assert proc.stdout.rstrip().endswith("results/tune-<model>-<dataset>-random-<key>/.")  # the whole header
 
 
-def test_report_from_existing_run_files(tiny_data_path, tmp_path, capsys):
+def test_report_from_existing_run_files(tiny_data_path, tmp_path, capsys, monkeypatch):
     import json
 
     from conftest import tiny_overrides
@@ -110,6 +119,18 @@ def test_report_from_existing_run_files(tiny_data_path, tmp_path, capsys):
     text = md.read_text()
     assert "| A | 1 |" in text and "p-value of A vs" in text and "| B |" in text
     assert len(list(out.glob("compare-tiny-*.png"))) == 2
+    # the same report from the published files (per-user ranks in published/per-user/)
+    import publish_results
+
+    monkeypatch.setattr(publish_results, "OUT", tmp_path / "published")
+    assert publish_results.main(list(files.values())) == 0
+    published = {m: tmp_path / "published" / Path(f).name for m, f in files.items()}
+    assert "per_user" not in json.loads(published["S4Rec"].read_text())
+    out2 = tmp_path / "rep2"
+    assert report.main(["--dataset=tiny", f"--results_dir={out2}", f"A={published['S4Rec']}",
+                        f"B={published['SASRec']}"]) == 0
+    (md2,) = out2.glob("compare-tiny-*.md")
+    assert md2.read_text() == text
     slim = tmp_path / "slim.json"
     slim.write_text(json.dumps({"dataset": "tiny", "test": {}}))
     for argv, message in (([f"A={slim}"], "no per-user ranks"), (["A"], "expected LABEL=RUN.json"),
