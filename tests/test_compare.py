@@ -159,8 +159,11 @@ def test_tail_head_gains_bootstrap():
     assert 0 < g["low"] < g["diff"] < g["high"] and g["p"] < 0.01
     same = cmp.tail_head_gains({"A": [fake(base)], "B": [fake(base)]}, (5,), n_boot=200)["B"]["ndcg@5"]
     assert same["diff"] == same["low"] == same["high"] == 0 and same["p"] == 1
-    # the same draws whatever else is in the table; no head users -> nothing to compare
+    # the same draws whatever else is in the table (equal up to BLAS rounding: the resampled means are one
+    # matrix product over all columns, whose blocking depends on their number); no head users -> nothing to compare
     again = cmp.tail_head_gains({"A": [fake(better_tail)], "B": [fake(base)], "C": [fake(base)]}, (5, 20), n_boot=500)
-    assert again["B"] == gains["B"]
+    assert again["B"].keys() == gains["B"].keys()
+    for met, g in gains["B"].items():
+        assert again["B"][met] == pytest.approx(g, rel=1e-12, abs=1e-15)
     all_tail = {"A": [dict(fake(base), head_min_length=100)], "B": [dict(fake(base), head_min_length=100)]}
     assert cmp.tail_head_gains(all_tail, (5,)) == {}
