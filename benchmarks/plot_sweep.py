@@ -130,11 +130,19 @@ def plot(groups, key, out, references=(), title=None):
         rx = [p if numeric else values.index(p) for p in points if numeric or p in values]
         ry = [s for p, s in points.items() if numeric or p in values]
         ax.plot(rx, ry, "k--", marker="s", label=label)
-    if numeric and min(values) > 0 and max(values) / min(values) >= 8:
+    ticks, log = x_axis(values, references) if numeric else (xs, False)
+    if log:
         ax.set_xscale("log", base=2)
-    ax.set_xticks(xs)
-    ax.set_xticklabels([str(v) for v in values])
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([str(v) for v in (ticks if numeric else values)])
     return save_figure(fig, ax, key, "test metric", out, title)
+
+
+def x_axis(values, references=()):
+    """(ticks, log scale?) of a numeric sweep: every value of ours and of the references gets a tick, and the
+    axis is logarithmic (base 2) when all are positive and span a factor of 8 or more (K = 32 ... 512)."""
+    ticks = sorted(set(values).union(*({p for p in points if isinstance(p, (int, float))} for _, points in references)))
+    return ticks, ticks[0] > 0 and ticks[-1] / ticks[0] >= 8
 
 
 def main(argv=None):

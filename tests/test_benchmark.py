@@ -180,6 +180,11 @@ def test_plot_sweep_groups_seeds_and_refuses_mixed_runs(tmp_path, capsys):
     assert "| 1, 2 | **0.0600 +- 0.0141** |" in row and "| 4 (3), 4 (3) |" in row and row.endswith("| |")
     assert next(line for line in text.splitlines() if line.startswith("| 32 |")).endswith("| 0.0510 |")
 
+    # the x axis ticks our values and the references' and turns logarithmic over a factor of 8 (K 32 ... 512)
+    assert plot_sweep.x_axis([32, 128], [("p", {32: 0.05, 512: 0.04})]) == ([32, 128, 512], True)
+    assert plot_sweep.x_axis([32, 128], [("p", {64: 0.05})]) == ([32, 64, 128], False)
+    assert plot_sweep.x_axis([0, 1, 2]) == ([0, 1, 2], False)
+
     out = tmp_path / "sweep" / "k"
     assert plot_sweep.main(runs + ["--key=n_clusters", f"--out={out}", "--reference=p=32:0.05"]) == 0
     assert out.with_suffix(".png").stat().st_size > 0 and out.with_suffix(".md").read_text() == \
