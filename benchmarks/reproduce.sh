@@ -11,9 +11,12 @@
 #   benchmarks/reproduce.sh sports     the five models on Sports and Outdoors
 #   benchmarks/reproduce.sh ml-1m      the five models on MovieLens-1M
 #   benchmarks/reproduce.sh tune       the same budget for SASRec, CL4SRec, ICLRec and S4Rec on Beauty: a 4-trial
-#                                      random search over properties/hyper/<model>.yaml each, validation only, each
+#                                      random search each over the encoder space they share
+#                                      (properties/hyper/SASRec.yaml: layers, dropouts, learning rate; the same four
+#                                      draws for every model, loss weights at their defaults), validation only, each
 #                                      trial to convergence; copy a search's best.yaml to
-#                                      properties/dataset/amazon-beauty/<model>.yaml to make it that model's default
+#                                      properties/dataset/amazon-beauty/<model>.yaml to make it that model's default.
+#                                      The models' own spaces (properties/hyper/<model>.yaml) are for wider searches
 #   benchmarks/reproduce.sh all        everything above, in this order
 #
 # Every part but tune is a comparison (python run_s4rec.py --model=A,B,... --seeds=...): finished runs are reused
@@ -34,7 +37,7 @@ run() { echo "+ python run_s4rec.py $*"; python run_s4rec.py "$@"; }
 
 case "$part" in
   tune) for m in SASRec CL4SRec ICLRec S4Rec; do
-          run --tune=properties/hyper/$m.yaml --dataset=amazon-beauty --algo=random --max_trials=4 "$@"; done ;;
+          run --tune=properties/hyper/SASRec.yaml --model=$m --dataset=amazon-beauty --algo=random --max_trials=4 "$@"; done ;;
   main) run --dataset=amazon-beauty --model=S4Rec,SASRec --seeds="$SEEDS" "$@" ;;
   baselines) run --dataset=amazon-beauty --model=$FIVE --seeds="$SEEDS" "$@" ;;
   unmasked) run --dataset=amazon-beauty --model=$FIVE --seeds="$SEEDS" --mask_history=False "$@" ;;
