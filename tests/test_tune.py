@@ -204,6 +204,12 @@ def test_space_files_shipped_with_the_project_are_valid(tiny_data_path):
                       overrides={"data_path": str(tiny_data_path)})
     assert s4["n_layers"] == ("choice", [1, 2, 3]) and s4["alpha"] == ("choice", [0.0, 0.01, 0.1, 1.0])
     assert s4["tau1"] == ("choice", [0.1, 1.0]) and len(T.grid(s4)) == 3 * 4 ** 4 * 2 ** 3
+    # benchmarks/reproduce.sh tune searches every model over SASRec's encoder space: the same draws for each
+    draws = {m: [T.random_params(T.load_space(REPO / "properties" / "hyper" / "SASRec.yaml", m, "tiny",
+                                              overrides={"data_path": str(tiny_data_path)}), 2020, i)
+                 for i in range(4)]
+             for m in ("SASRec", "CL4SRec", "ICLRec", "S4Rec")}
+    assert all(d == draws["SASRec"] for d in draws.values()) and len({T.params_key(p) for p in draws["S4Rec"]}) == 4
 
 
 def test_ray_backend_runs_the_same_trials(tiny_data_path, tmp_path):
