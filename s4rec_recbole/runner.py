@@ -20,7 +20,8 @@ from s4rec_recbole.data.loader import (TRAIN_SAMPLES, BucketedTrainDataLoader, S
                                        TrimmedTrainDataLoader, trims)
 from s4rec_recbole.recommend import RecommendError
 from s4rec_recbole.model import build_model, default_model, resolve_model, split_variant
-from s4rec_recbole.trainer import best_epoch, load_project_checkpoint, S4RecTrainer, history_matrices, new_run_id, plain, single_process
+from s4rec_recbole.trainer import (best_epoch, load_project_checkpoint, S4RecTrainer, history_matrices, new_run_id,
+                                   plain, run_timings, single_process)
 from s4rec_recbole.data.prepare import atomic_write_text
 from s4rec_recbole.layers import head_threshold
 from s4rec_recbole.metrics import summarize
@@ -239,7 +240,9 @@ def run(model=None, dataset=None, config_files=(), overrides=None, data_source=N
         "best_epoch": best_epoch(trainer.curve),
         "timings": {"epoch_train_s": [round(t, 3) for t in trainer.epoch_times],
                     "mean_epoch_train_s": round(sum(trainer.epoch_times) / max(len(trainer.epoch_times), 1), 3),
-                    "fit_s": round(fit_s, 3), "test_eval_s": round(eval_s, 3), "total_s": round(time.time() - t0, 3)},
+                    "fit_s": round(fit_s, 3), "test_eval_s": round(eval_s, 3), "total_s": round(time.time() - t0, 3),
+                    # training and validation seconds of every process of the run (the above are this process's)
+                    "run": run_timings(trainer.curve)},
         "curve": trainer.curve,
         "head_min_length": head_min,
         "test_by_group": summarize(ranks, lengths[users], head_min, topk),
@@ -261,7 +264,8 @@ def run(model=None, dataset=None, config_files=(), overrides=None, data_source=N
     table = format_table(result["best_valid"], result["test"] if show_test else None, which)
     logger.info("\n" + table)
     done = (f"checkpoint {evaluate} evaluated" if evaluate else
-            f"{result['epochs_run']} epochs, {result['timings']['mean_epoch_train_s']:.1f} s/epoch")
+            f"{result['epochs_run']} epochs, "
+            f"{(result['timings']['run'] or result['timings'])['mean_epoch_train_s']:.1f} s/epoch")
     print(f"\n{label} on {dataset}: {done}\n{table}\nresult: {out}")
     return result
 

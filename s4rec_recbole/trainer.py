@@ -120,6 +120,20 @@ def best_epoch(curve):
     return 1 + max(e["epoch"] for e in curve if e["valid_score"] == top)
 
 
+def run_timings(curve):
+    """Seconds of a whole run, over every process that trained it, from its training curve.
+
+    ``epochs_timed`` counts the curve's entries that carry seconds (a run resumed from a checkpoint written before
+    the curve kept them has fewer than its epochs); ``None`` when none do."""
+    timed = [e for e in curve or [] if e.get("train_s") is not None]
+    if not timed:
+        return None
+    train = sum(e["train_s"] for e in timed)
+    valid = sum(e.get("valid_s") or 0.0 for e in timed)
+    return {"epochs_timed": len(timed), "train_s": round(train, 3), "valid_s": round(valid, 3),
+            "mean_epoch_train_s": round(train / len(timed), 3)}
+
+
 def new_run_id():
     """``<date>-<time>-<6 hex>``: unique per run, also for runs started in the same second."""
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -143,10 +157,13 @@ class S4RecTrainer(Trainer):
         self.run_id = run_id or new_run_id()
         self.saved_model_file = os.path.join(self.checkpoint_dir, f"{config['model']}-{config['dataset']}-{self.run_id}.pth")
         self.mask_history = bool(config["mask_history"])
-        self.epoch_times = []
-        # one {"epoch", "train_loss" (mean per batch; a list for multi-part losses), "valid_score"} per evaluated
-        # epoch, kept across --resume: the training curve of the result file
+        self.epoch_times = []  # training seconds of each epoch of this process
+        # one {"epoch", "train_loss" (mean per batch; a list for multi-part losses), "valid_score", "train_s",
+        # "valid_s"} per evaluated epoch, kept across --resume: the training curve of the result file, and with
+        # its seconds (training since the previous evaluation, then validation) the timings of the whole run
         self.curve = []
+        self._train_s = 0.0
+        self._train_end = None
         self._last_loss = None
         self._history = None
 
@@ -225,7 +242,11 @@ class S4RecTrainer(Trainer):
             self._train_loader_state = None
 
         def after_epoch(epoch_idx, valid_score):
-            self.curve.append({"epoch": epoch_idx, "train_loss": self._last_loss, "valid_score": float(valid_score)})
+            valid_s = time.time() - self._train_end if self._train_end is not None else None
+            self.curve.append({"epoch": epoch_idx, "train_loss": self._last_loss, "valid_score": float(valid_score),
+                               "train_s": round(self._train_s, 3),
+                               "valid_s": round(valid_s, 3) if valid_s is not None else None})
+            self._train_s = 0.0
             if saved:
                 self._save_last(epoch_idx, train_data)
             if callback_fn:
@@ -264,7 +285,9 @@ class S4RecTrainer(Trainer):
             hook(self, train_data, epoch_idx)
         loss = super()._train_epoch(train_data, epoch_idx, loss_func=loss_func or self._checked_loss(epoch_idx),
                                     show_progress=show_progress)
-        self.epoch_times.append(time.time() - start)
+        self._train_end = time.time()
+        self.epoch_times.append(self._train_end - start)
+        self._train_s += self.epoch_times[-1]
         batches = max(len(train_data), 1)
         self._last_loss = ([round(float(x) / batches, 6) for x in loss] if isinstance(loss, tuple)
                            else round(float(loss) / batches, 6))

@@ -3,6 +3,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from conftest import REPO
 
 KILLER = textwrap.dedent('''
@@ -26,6 +28,11 @@ KILLER = textwrap.dedent('''
     from s4rec_recbole.runner import main
     sys.exit(main(sys.argv[1:]))
 ''')
+
+
+def untimed(curve):
+    """A training curve without its seconds, which differ between two runs of the same training."""
+    return [{k: v for k, v in e.items() if k not in ("train_s", "valid_s")} for e in curve]
 
 
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tiny_data_path, tmp_path):
@@ -56,7 +63,20 @@ def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(tiny_data_path, tmp_
     assert resumed["test"] == expected["test"] and resumed["best_valid"] == expected["best_valid"]
     # the training curve (mean loss parts per batch, validation score) spans the interruption
     assert [c["epoch"] for c in expected["curve"]] == [0, 1, 2] and len(expected["curve"][0]["train_loss"]) == 5
-    assert resumed["curve"] == expected["curve"]
+    assert untimed(resumed["curve"]) == untimed(expected["curve"])
+    # the run's seconds span the interruption too: this process trained 2 epochs, the run 3
+    assert len(resumed["timings"]["epoch_train_s"]) == 2 and resumed["timings"]["run"]["epochs_timed"] == 3
+    assert resumed["timings"]["run"]["train_s"] == pytest.approx(sum(e["train_s"] for e in resumed["curve"]), abs=1e-2)
+    assert resumed["curve"][0]["train_s"] > 0 and resumed["curve"][0]["valid_s"] > 0
+
+
+def test_run_timings_sum_the_timed_epochs_of_a_curve():
+    from s4rec_recbole.trainer import run_timings
+    curve = [{"epoch": 0, "valid_score": 0.1},  # an epoch from a checkpoint written before curves kept seconds
+             {"epoch": 1, "valid_score": 0.2, "train_s": 10.0, "valid_s": 2.0},
+             {"epoch": 2, "valid_score": 0.3, "train_s": 14.0, "valid_s": 1.0}]
+    assert run_timings(curve) == {"epochs_timed": 2, "train_s": 24.0, "valid_s": 3.0, "mean_epoch_train_s": 12.0}
+    assert run_timings(curve[:1]) is None and run_timings([]) is None
 
 
 def test_resume_missing_file_is_an_error(tmp_path, capsys):
@@ -94,7 +114,7 @@ def test_killed_comparison_resumes_its_interrupted_run(tiny_data_path, tmp_path)
     assert results["part"]["epochs_run"] == results["full"]["epochs_run"] == 3
     assert results["part"]["test"] == results["full"]["test"]
     assert results["part"]["best_valid"] == results["full"]["best_valid"]
-    assert results["part"]["curve"] == results["full"]["curve"]
+    assert untimed(results["part"]["curve"]) == untimed(results["full"]["curve"])
 
 
 def test_killed_search_resumes_its_interrupted_trial(tiny_data_path, tmp_path):
