@@ -242,10 +242,8 @@ class S4RecTrainer(Trainer):
             self._train_loader_state = None
 
         def after_epoch(epoch_idx, valid_score):
-            valid_s = time.time() - self._train_end if self._train_end is not None else None
             self.curve.append({"epoch": epoch_idx, "train_loss": self._last_loss, "valid_score": float(valid_score),
-                               "train_s": round(self._train_s, 3),
-                               "valid_s": round(valid_s, 3) if valid_s is not None else None})
+                               "train_s": round(self._train_s, 3), "valid_s": round(time.time() - self._train_end, 3)})
             self._train_s = 0.0
             if saved:
                 self._save_last(epoch_idx, train_data)
