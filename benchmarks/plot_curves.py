@@ -64,7 +64,7 @@ def plot(lines, out, metric="validation NDCG@20", title=None):
         best = max(range(len(scores)), key=lambda i: (scores[i], i))  # latest on ties, as RecBole's early stopping
         (line,) = ax.plot(epochs, scores, label=f"{label} (best {scores[best]:.4f} at epoch {epochs[best]})")
         ax.plot([epochs[best]], [scores[best]], "o", color=line.get_color())
-    return save_figure(fig, ax, "epoch", metric, out, title)
+    return save_figure(fig, ax, "epoch (from 0, as in RecBole's log)", metric, out, title)
 
 
 def save_figure(fig, ax, xlabel, ylabel, out, title=None):
