@@ -1,6 +1,7 @@
 """Make RecBole 1.2.1 usable on today's stack.
 
-This is the one place where the project imports RecBole's sequential models. Importing them runs
+The package imports this module before anything else (``s4rec_recbole/__init__.py``), so it is the
+first to import RecBole's sequential models. Importing them runs
 ``torch.autograd.set_detect_anomaly(True)`` at module level (``recbole/model/sequential_recommender/
 sine.py``), which slows every training step 1.4-1.8x for the whole process. Python imports a module
 once, so importing it here first and switching anomaly detection off afterwards keeps it off for the

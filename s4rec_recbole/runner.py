@@ -29,9 +29,6 @@ from s4rec_recbole.model.base import ContrastiveSASRec, user_training_lengths
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "results"
-# Runner options that are not RecBole configuration keys.
-RUNNER_KEYS = {"dataset", "model", "config_files", "data_source", "strict", "results_dir", "seeds", "resume",
-               "evaluate"}
 # Options of --tune (hyperparameter search, s4rec_recbole.tune).
 TUNE_KEYS = ("algo", "max_trials", "backend", "ray_address", "concurrency", "cpus_per_trial")
 _STRING_KEYS = ("dataset", "model", "config_files", "data_source", "results_dir", "seeds", "resume", "evaluate",

@@ -45,7 +45,7 @@ def test_precedence_and_unknown_keys(tiny_data_path, tmp_path):
         build_config("SASRec", "tiny", [bad], tiny_overrides(tiny_data_path))
     with pytest.raises(ConfigError, match="bad value for 'epochs'.*'ten'; expected an integer"):
         build_config("SASRec", "tiny", overrides=tiny_overrides(tiny_data_path, epochs="ten"))
-    with pytest.raises(ConfigError, match="unknown model 'SASRek'; accepted: .*S4Rec.*SASRec"):
+    with pytest.raises(ConfigError, match="unknown model 'SASRek'; did you mean 'SASRec'\\? accepted: .*S4Rec.*SASRec"):
         build_config("SASRek", "tiny")
 
 

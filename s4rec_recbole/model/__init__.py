@@ -1,4 +1,5 @@
 """Plugin models and name resolution (plugin models first, then RecBole's sequential models)."""
+import difflib
 import inspect
 
 import recbole.model.sequential_recommender as recbole_sequential
@@ -66,7 +67,10 @@ def resolve_model(model):
     recbole_models = recbole_sequential_models()
     if model in recbole_models:
         return recbole_models[model]
-    raise ConfigError(f"unknown model {model!r}; accepted: {', '.join(accepted_models())}")
+    accepted = accepted_models()
+    close = difflib.get_close_matches(model, accepted, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ConfigError(f"unknown model {model!r}; {hint}accepted: {', '.join(accepted)}")
 
 
 # Importing the plugin models registers them.
