@@ -174,6 +174,8 @@ def run(model=None, dataset=None, config_files=(), overrides=None, data_source=N
     to ``results_dir/result_name``, by default ``<model>-<dataset>-seed<seed>-<time>.json``).
     ``show_test=False`` keeps test metrics out of the printed table and the log (tuning trials).
     ``evaluate=CHECKPOINT`` skips training and evaluates the checkpoint's weights (see :func:`evaluate`)."""
+    if resume and not Path(resume).is_file():  # before the minutes of building the data
+        raise UsageError(f"--resume={resume}: no such file; expected a checkpoint (*.last.pth continues exactly)")
     overrides = dict(overrides or {})
     model = model or default_model()
     data_path = overrides.get("data_path", str(DATASET_DIR))
@@ -201,8 +203,6 @@ def run(model=None, dataset=None, config_files=(), overrides=None, data_source=N
     logger.info(model_obj)
     trainer = S4RecTrainer(config, model_obj, run_id=run_id)
     if resume:
-        if not Path(resume).is_file():
-            raise UsageError(f"--resume={resume}: no such file; expected a checkpoint (*.last.pth continues exactly)")
         trainer.resume_checkpoint(resume)
     t_fit = time.time()
     if evaluate:

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from conftest import tiny_overrides
-from s4rec_recbole.config import ConfigError
+from s4rec_recbole.config import ConfigError, read_yaml
 from s4rec_recbole.data import DataError, convert, prepare_dataset, read_sequences
 from s4rec_recbole.data.prepare import INTER_HEADER, MAX_ID, check_inter
 from s4rec_recbole.runner import build_config, main
@@ -161,4 +161,14 @@ def test_yaml_fuzz_only_config_errors(tiny_data_path, tmp_path, text):
     try:
         build_config("S4Rec", "tiny", [f], tiny_overrides(tiny_data_path))
     except ConfigError as e:
-        assert "\n" not in str(e) and "fuzz.yaml" in str(e) or "RecBole rejected" in str(e)
+        assert "\n" not in str(e) and ("fuzz.yaml" in str(e) or "RecBole rejected" in str(e))
+
+
+def test_yaml_python_tags_are_refused_not_run(tmp_path):
+    """A config file cannot run code: python/* tags are a YAML error, and the command never runs."""
+    witness = tmp_path / "ran"
+    f = tmp_path / "evil.yaml"
+    f.write_text(f"alpha: !!python/object/apply:os.system ['touch {witness}']\n")
+    with pytest.raises(ConfigError, match=r"evil.yaml: not valid YAML \(could not determine a constructor"):
+        read_yaml(f)
+    assert not witness.exists()

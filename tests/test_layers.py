@@ -101,6 +101,11 @@ def test_info_nce_hand_computed():
         [math.exp(dot(z1[u], z2[n]) / t) for n in range(3)] +
         [math.exp(dot(z1[u], z1[n]) / t) for n in range(3) if n != u])) for u in range(3)) / 3
     assert abs(info_nce(z1, z2, t).item() - expected) < 1e-5
+    # cosine similarity: the same loss on unit vectors; scaling a view's rows changes nothing
+    unit = lambda z: z / z.norm(dim=1, keepdim=True)
+    got_cos = info_nce(z1, z2 * torch.tensor([[3.0], [0.5], [2.0]]), t, "cos", protos, assigned)
+    assert abs(got_cos.item() - info_nce(unit(z1), unit(z2), t, "dot", unit(protos), assigned).item()) < 1e-5
+    assert abs(got_cos.item() - got.item()) > 1e-3  # and it differs from the dot-product loss here
     with pytest.raises(ValueError, match="sim='l2'"):
         info_nce(z1, z2, t, "l2")
 
@@ -202,6 +207,19 @@ def test_reorder_property(data):
         changed = [i for i in range(n) if real[i] != new[i]]
         if changed:  # all moved items lie within one block of the allowed span
             assert changed[-1] - changed[0] + 1 <= int(ratio * n)
+
+
+def test_reorder_permutes_a_block_at_random_places():
+    g = torch.Generator().manual_seed(0)
+    seq = torch.arange(1, 11).repeat(200, 1)  # 10 distinct items per row
+    lengths = torch.full((200,), 10)
+    out, _ = A.reorder(seq, lengths, 1.0, g)
+    assert (out != seq).any(1).float().mean() > 0.99  # the whole sequence is shuffled (identity: 1 in 10!)
+    out, _ = A.reorder(seq, lengths, 0.5, g)
+    changed = out != seq
+    assert changed.any(1).float().mean() > 0.9  # a 5-item block stays in order with probability 1/120
+    first = changed.float().argmax(1)[changed.any(1)]
+    assert len(first.unique()) >= 4  # the block starts at different places (0 to 5)
 
 
 @settings(max_examples=60, deadline=None)

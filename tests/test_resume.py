@@ -79,10 +79,11 @@ def test_run_timings_sum_the_timed_epochs_of_a_curve():
     assert run_timings(curve[:1]) is None and run_timings([]) is None
 
 
-def test_resume_missing_file_is_an_error(tmp_path, capsys):
+def test_resume_missing_file_is_an_error(tiny_data_path, tmp_path, capsys):
     from s4rec_recbole.runner import main
 
-    assert main(["--dataset=tiny", f"--data_path={tmp_path}", f"--resume={tmp_path}/nope.last.pth"]) == 2
+    assert main(["--dataset=tiny", f"--data_path={tiny_data_path}", f"--resume={tmp_path}/nope.last.pth"]) == 2
+    assert f"--resume={tmp_path}/nope.last.pth: no such file" in capsys.readouterr().err
 
 
 def test_killed_comparison_resumes_its_interrupted_run(tiny_data_path, tmp_path):

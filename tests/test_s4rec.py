@@ -151,6 +151,20 @@ def test_head_labels_from_80th_percentile(tiny_data_path):
     assert (lengths >= s4.head_min_length - 1).mean() > 0.2  # one shorter would be more than the top 20%
 
 
+def test_adversary_labels_each_sample_by_its_own_length(tiny_data_path, monkeypatch):
+    """Spec 2.5: a training sample (a prefix) is a head sample when its own length reaches the threshold."""
+    _, s4, train = make("S4Rec", tiny_data_path)
+    seen = []
+    loss = s4.adversary.loss
+    monkeypatch.setattr(s4.adversary, "loss", lambda z, is_head: seen.append(is_head) or loss(z, is_head))
+    batch = first_batch(train)
+    adv = s4.calculate_loss(batch)[4]
+    lengths = batch["item_length"]
+    assert len(seen) == 1 and torch.equal(seen[0], lengths >= s4.head_min_length)
+    assert seen[0].any() and not seen[0].all()  # both classes in the batch: the test can tell them apart
+    assert adv.item() > 0
+
+
 def test_kmeans_variant_recomputes_centroids_each_epoch(tiny_data_path):
     cfg, s4, train = make("S4Rec", tiny_data_path, clustering="kmeans", n_clusters=8)
     assert s4.centroids.abs().sum() == 0

@@ -183,17 +183,19 @@ def test_kill_and_resume_loses_and_repeats_no_trial(tiny_data_path, tmp_path):
     assert len({T.params_key(p) for p in params}) == 4
 
 
-def test_cli_errors(tiny_data_path, tmp_path):
+def test_cli_errors(tiny_data_path, tmp_path, capsys):
     from s4rec_recbole.runner import main
 
     space = space_file(tmp_path, "n_layers: {choice: [1, 2]}\n")
-    assert main(["--dataset=tiny", f"--data_path={tiny_data_path}", "--max_trials=3"]) == 2
-    assert main(["--dataset=tiny", f"--data_path={tiny_data_path}", f"--tune={space}", "--model=SASRec",
-                 "--algo=bayes"]) == 2
-    assert main(["--dataset=tiny", f"--data_path={tiny_data_path}", f"--tune={space}", "--model=SASRec",
-                 "--backend=slurm"]) == 2
-    assert main(["--dataset=tiny", f"--data_path={tiny_data_path}", f"--tune={tmp_path / 'none.yaml'}",
-                 "--model=SASRec"]) == 2
+    common = ["--dataset=tiny", f"--data_path={tiny_data_path}"]
+    assert main(common + ["--max_trials=3"]) == 2
+    assert "--max_trials needs --tune=SPACE.yaml" in capsys.readouterr().err
+    assert main(common + [f"--tune={space}", "--model=SASRec", "--algo=bayes"]) == 2
+    assert "--algo=bayes: expected one of" in capsys.readouterr().err
+    assert main(common + [f"--tune={space}", "--model=SASRec", "--backend=slurm"]) == 2
+    assert "--backend=slurm: expected one of" in capsys.readouterr().err
+    assert main(common + [f"--tune={tmp_path / 'none.yaml'}", "--model=SASRec"]) == 2
+    assert f"{tmp_path / 'none.yaml'}: no such file" in capsys.readouterr().err
 
 
 def test_space_files_shipped_with_the_project_are_valid(tiny_data_path):
