@@ -49,6 +49,9 @@ def without_neutral(settings):
         out.pop("global_batch_negatives", None)
     if not (out.get("trim_padding") and out.get("model") in TRIM_SAFE_MODELS):  # RecBole's padded batches
         out.pop("trim_padding", None)
+    if out.get("model") != "ICLRec" and out.get("clustering") != "kmeans":  # no K-means runs
+        out.pop("kmeans_redo", None)
+        out.pop("kmeans_max_points_per_centroid", None)
     return out
 
 

@@ -6,7 +6,7 @@ from hypothesis import given, settings, strategies as st
 
 from s4rec_recbole.layers import (
     LengthAdversary, MaskableEmbedding, PrototypeLayer, SequenceAugmenter, distill_kl, grad_reverse,
-    head_threshold, info_nce, sinkhorn, swav_loss,
+    head_threshold, info_nce, kmeans, sinkhorn, swav_loss,
 )
 from s4rec_recbole.layers import augment as A
 
@@ -259,6 +259,28 @@ def test_augmenter_mixes_operators_and_validates():
         SequenceAugmenter(N_ITEMS, operators=("shuffle",))
     with pytest.raises(ValueError, match="crop_ratio=1.5"):
         SequenceAugmenter(N_ITEMS, crop_ratio=1.5)
+    with pytest.raises(ValueError, match=f"item_freq: expected {N_ITEMS} non-negative counts"):
+        SequenceAugmenter(N_ITEMS, item_freq=torch.ones(N_ITEMS - 1))
+    with pytest.raises(ValueError, match="item_freq"):
+        SequenceAugmenter(N_ITEMS, item_freq=torch.zeros(N_ITEMS))
+
+
+def test_kmeans_restarts_keep_the_best_run_and_converge():
+    g = torch.Generator().manual_seed(0)
+    centers = torch.tensor([[10.0, 0.0], [0.0, 10.0], [-10.0, -10.0]])
+    x = (centers.repeat_interleave(50, 0) + 0.1 * torch.randn(150, 2, generator=g))
+
+    def objective(c):
+        return float(torch.cdist(x, c).min(1).values.pow(2).sum())
+
+    single, best = kmeans(x, 3, seed=1), kmeans(x, 3, seed=1, n_redo=5)
+    assert single.shape == best.shape == (3, 2)
+    assert objective(best) <= objective(single) + 1e-3  # the first restart is the single run
+    assert torch.cdist(centers, best).min(1).values.max() < 0.1  # here: each blob has a centroid at its centre
+    nearest = torch.cdist(x, best).argmin(1)  # converged: each centroid is the mean of its points
+    assert torch.allclose(best, torch.stack([x[nearest == j].mean(0) for j in range(3)]), atol=1e-3)
+    with pytest.raises(ValueError, match="K-means with K=4 needs at least 4 points, got 3"):
+        kmeans(x[:3], 4)
 
 # ---------------------------------------------------------------- fast dropout
 

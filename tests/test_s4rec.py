@@ -8,7 +8,8 @@ import torch
 from recbole.utils import init_seed
 
 from conftest import REPO, tiny_overrides
-from s4rec_recbole.model.base import training_lengths
+from s4rec_recbole.config import ConfigError
+from s4rec_recbole.model.base import training_item_freq, training_lengths
 from s4rec_recbole.runner import build_config, prepare_data
 
 OFF = {"alpha": 0.0, "beta1": 0.0, "beta2": 0.0, "lambda": 0.0}
@@ -47,6 +48,31 @@ def test_equivalent_to_recbole_sasrec_when_aux_weights_are_zero(tiny_data_path):
         assert torch.allclose(s4_params[name].grad, p.grad, atol=1e-6), name
     sas.eval(), s4.eval()
     assert torch.allclose(sas.full_sort_predict(batch), s4.full_sort_predict(batch), atol=1e-5)
+
+
+def test_bpr_next_item_loss_with_sampled_negatives(tiny_data_path):
+    """``loss_type: BPR``: -log sigmoid(s(pos) - s(neg)) with RecBole's sampled negative of each sample."""
+    _, s4, train = make("S4Rec", tiny_data_path, loss_type="BPR", **OFF,
+                        train_neg_sample_args={"distribution": "uniform", "sample_num": 1})
+    s4.eval()
+    batch = first_batch(train)
+    z = s4(batch["item_id_list"], batch["item_length"])
+    item = s4.item_embedding.weight
+    diff = (z * item[batch["item_id"]]).sum(-1) - (z * item[batch["neg_item_id"]]).sum(-1)
+    assert torch.allclose(s4.calculate_loss(batch)[0], -torch.nn.functional.logsigmoid(diff).mean(), atol=1e-5)
+    assert not torch.equal(batch["item_id"], batch["neg_item_id"])
+
+
+def test_fast_dropout_setting_reaches_every_dropout_of_the_model(tiny_data_path):
+    from s4rec_recbole.layers import FastDropout
+
+    _, fast, _ = make("S4Rec", tiny_data_path, hidden_dropout_prob=0.3, attn_dropout_prob=0.2)
+    drops = [m for m in fast.modules() if isinstance(m, (FastDropout, torch.nn.Dropout))]
+    assert drops and all(isinstance(m, FastDropout) for m in drops)
+    assert {m.p for m in drops} == {0.3, 0.2}
+    _, plain, _ = make("S4Rec", tiny_data_path, fast_dropout=False)
+    assert not any(isinstance(m, FastDropout) for m in plain.modules())
+    assert any(isinstance(m, torch.nn.Dropout) for m in plain.modules())
 
 
 def test_trimming_gives_identical_outputs(tiny_data_path):
@@ -124,7 +150,6 @@ BAD_VALUES = [
 
 @pytest.mark.parametrize("model, values, message", BAD_VALUES)
 def test_out_of_range_values_are_one_line_config_errors(tiny_data_path, model, values, message):
-    from s4rec_recbole.config import ConfigError
 
     with pytest.raises(ConfigError, match=message) as e:
         make(model, tiny_data_path, **values)
@@ -151,6 +176,21 @@ def test_head_labels_from_80th_percentile(tiny_data_path):
     assert (lengths >= s4.head_min_length - 1).mean() > 0.2  # one shorter would be more than the top 20%
 
 
+def test_training_item_freq_counts_each_users_training_items(tiny_data_path):
+    """Insert's item distribution: every item of each user's training part once; none for the padding id 0.
+    The training part is all but the last two items, except that RecBole's leave-one-out split gives a user
+    with 3 items (2 prefix samples) no validation sample: its first two items are training items."""
+    _, _, train = make("S4Rec", tiny_data_path)
+    ds = train._dataset
+    expected = torch.zeros(ds.item_num)
+    for line in (tiny_data_path / "tiny.txt").read_text().split("\n"):
+        items = line.split()[1:]
+        for item in items[:len(items) - min(2, len(items) - 2)]:
+            expected[ds.token2id(ds.iid_field, item)] += 1
+    freq = training_item_freq(ds)
+    assert freq[0] == 0 and torch.equal(freq, expected)
+
+
 def test_adversary_labels_each_sample_by_its_own_length(tiny_data_path, monkeypatch):
     """Spec 2.5: a training sample (a prefix) is a head sample when its own length reaches the threshold."""
     _, s4, train = make("S4Rec", tiny_data_path)
@@ -163,6 +203,24 @@ def test_adversary_labels_each_sample_by_its_own_length(tiny_data_path, monkeypa
     assert len(seen) == 1 and torch.equal(seen[0], lengths >= s4.head_min_length)
     assert seen[0].any() and not seen[0].all()  # both classes in the batch: the test can tell them apart
     assert adv.item() > 0
+
+
+@pytest.mark.parametrize("model, extra", [("S4Rec", {"clustering": "kmeans"}), ("ICLRec", {})])
+def test_kmeans_settings_reach_faiss(tiny_data_path, monkeypatch, model, extra):
+    import s4rec_recbole.model.base as base
+
+    calls = []
+    real = base.kmeans
+    monkeypatch.setattr(base, "kmeans", lambda x, k, **kw: calls.append((k, kw)) or real(x, k, **kw))
+    _, m, train = make(model, tiny_data_path, n_clusters=8, **extra)
+    m.kmeans_centroids(train._dataset, 8, epoch_idx=3)
+    assert calls == [(8, {"seed": m.seed + 3, "n_redo": 5, "max_points_per_centroid": 4096})]  # ICLRec's values
+    _, m, train = make(model, tiny_data_path, n_clusters=8, kmeans_redo=1, kmeans_max_points_per_centroid=256,
+                       **extra)
+    m.kmeans_centroids(train._dataset, 8, epoch_idx=0)
+    assert calls[-1][1] == {"seed": m.seed, "n_redo": 1, "max_points_per_centroid": 256}  # faiss' defaults
+    with pytest.raises(ConfigError, match="kmeans_redo=0: expected an integer in"):
+        make(model, tiny_data_path, n_clusters=8, kmeans_redo=0, **extra)
 
 
 def test_kmeans_variant_recomputes_centroids_each_epoch(tiny_data_path):

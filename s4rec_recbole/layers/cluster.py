@@ -57,13 +57,19 @@ def swav_loss(scores, targets, temperature):
     return -(targets * F.log_softmax(scores / temperature, dim=-1)).sum(dim=-1).mean()
 
 
-def kmeans(x, k, n_iters=20, seed=2020):
-    """K-means centroids ``[k, d]`` of ``x`` ``[N, d]`` with faiss (CPU), returned on ``x``'s device."""
+def kmeans(x, k, n_iters=20, seed=2020, n_redo=1, max_points_per_centroid=256):
+    """K-means centroids ``[k, d]`` of ``x`` ``[N, d]`` with faiss (CPU), returned on ``x``'s device.
+
+    ``n_redo`` runs (seeds ``seed``, then faiss' next ones) keep the centroids of the lowest objective; each run
+    trains on at most ``max_points_per_centroid * k`` points drawn from ``x`` (all of them if there are fewer).
+    The defaults are faiss'; ICLRec's reference code uses 5 runs and 4096 points per centroid.
+    """
     import faiss
 
     data = np.ascontiguousarray(x.detach().float().cpu().numpy())
     if len(data) < k:
         raise ValueError(f"K-means with K={k} needs at least {k} points, got {len(data)}")
-    km = faiss.Kmeans(data.shape[1], k, niter=n_iters, seed=seed, verbose=False)
+    km = faiss.Kmeans(data.shape[1], k, niter=n_iters, seed=seed, nredo=n_redo,
+                      max_points_per_centroid=max_points_per_centroid, verbose=False)
     km.train(data)
     return torch.from_numpy(km.centroids).to(x.device)

@@ -191,6 +191,11 @@ class ContrastiveSASRec(SASRec):
         self.train(was_training)
         return out
 
+    def read_kmeans_settings(self, config):
+        """faiss K-means settings of the models that cluster with it: restarts and points per centroid."""
+        self.kmeans_redo = number(config, "kmeans_redo", 1, integer=True)
+        self.kmeans_max_points = number(config, "kmeans_max_points_per_centroid", 1, integer=True)
+
     def kmeans_centroids(self, dataset, k, epoch_idx):
         """K-means centroids ``[k, d]`` of the embeddings of the training samples (faiss): every sample, or
         with ``train_samples: sequence`` each user's whole sequence, the samples that training sees.
@@ -200,10 +205,12 @@ class ContrastiveSASRec(SASRec):
         """
         rows = last_samples(dataset) if self.all_positions else torch.arange(len(dataset.inter_feat))
         rank, size = world()
+        options = dict(seed=self.seed + epoch_idx, n_redo=self.kmeans_redo,
+                       max_points_per_centroid=self.kmeans_max_points)
         if size == 1:
-            return kmeans(self.embed_all(dataset, rows), k, seed=self.seed + epoch_idx)
+            return kmeans(self.embed_all(dataset, rows), k, **options)
         gathered, _ = gather_rows(self.embed_all(dataset, rows[shard(len(rows))]), grad=False)
-        centroids = kmeans(gathered, k, seed=self.seed + epoch_idx) if rank == 0 else \
+        centroids = kmeans(gathered, k, **options) if rank == 0 else \
             gathered.new_zeros(k, gathered.size(1))
         return broadcast(centroids.contiguous())
 

@@ -31,6 +31,7 @@ class ICLRec(ContrastiveSASRec):
         self.n_clusters = number(config, "n_clusters", 2, n_samples, integer=True)
         if self.cl_weight > 0 or self.intent_weight > 0:
             check_contrastive_batch(config)
+        self.read_kmeans_settings(config)
         self.register_buffer("centroids", torch.zeros(self.n_clusters, self.hidden_size))
         self.kmeans_epochs = []  # epochs whose centroids were recomputed (for tests and logs)
 

@@ -40,6 +40,7 @@ class S4Rec(ContrastiveSASRec):
             check_contrastive_batch(config)
         self.sim = choice(config, "sim", ("dot", "cos"))
         self.clustering = choice(config, "clustering", ("online", "kmeans"))
+        self.read_kmeans_settings(config)
 
         self.prototypes = PrototypeLayer(self.n_clusters, self.hidden_size, self.initializer_range)
         self.register_buffer("centroids", torch.zeros(self.n_clusters, self.hidden_size))
