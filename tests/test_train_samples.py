@@ -102,7 +102,7 @@ def test_kmeans_clusters_the_samples_that_training_sees(tiny_data_path, monkeypa
     import s4rec_recbole.model.base as base
 
     seen = []
-    monkeypatch.setattr(base, "kmeans", lambda x, k, seed: seen.append(x) or x[:k].clone())
+    monkeypatch.setattr(base, "kmeans", lambda x, k, **options: seen.append(x) or x[:k].clone())
     for samples in ("prefix", "sequence"):
         cfg, train = loaders(tiny_data_path, model="ICLRec", train_samples=samples, n_clusters=8)
         model = cfg.model_class(cfg, train._dataset)
