@@ -126,8 +126,9 @@ def test_mask_history_hand_checked(tmp_path):
         results[masked] = (trainer.evaluate(valid, load_best_model=False),
                            trainer.evaluate(test, load_best_model=False))
     (v_m, t_m), (v_u, t_u) = results[True], results[False]
-    # masked: user 1's valid target 4 ranks behind 6 7 8 only -> position 4; user 2's 9 behind 4 -> position 2
+    # masked: user 1's valid target 4 ranks behind 6 7 8 only -> position 4; user 2's 9 behind 1 2 3 4 -> position 5
     assert v_m["hit@1"] == 0.0 and v_m["hit@5"] == 1.0
+    assert abs(v_m["ndcg@5"] - (1 / np.log2(5) + 1 / np.log2(6)) / 2) < 1e-4
     assert v_u["hit@5"] == 0.0  # unmasked: six history items are ahead of every target
     # test: user 1's 5 behind 6 7 8 9 (1-4 masked) -> 5th; user 2's 10 behind 1 2 3 4 5 -> 6th
     assert t_m["hit@5"] == 0.5 and t_u["hit@5"] == 0.0

@@ -50,6 +50,8 @@ def test_bucketed_loader_through_recbole(tiny_data_path):
     cfg0 = build_config("S4Rec", "tiny", overrides=tiny_overrides(tiny_data_path))
     _, plain_train, _, _ = prepare_data(cfg0)
     assert not isinstance(plain_train, BucketedTrainDataLoader)
+    plain_widths = [int(b["item_length"].max()) - int(b["item_length"].min()) for b in plain_train]
+    assert sum(widths) < sum(plain_widths) / 2  # batches of similar lengths: little padding after trimming
 
 
 @pytest.mark.parametrize("model", TRIM_SAFE_MODELS)
