@@ -47,10 +47,14 @@ def test_iclrec_parts_and_centroids_each_epoch(tiny_data_path, tmp_path):
     assert not torch.equal(c, m.centroids)  # recomputed from the new embeddings
     m.centroids.copy_(m.centroids.flip(0))
     assert not torch.equal(before, m.assign_clusters(batch["item_id_list"], batch["item_length"]))
-    z = torch.randn(5, m.hidden_size)
-    nearest = m.intents(z)
-    d = torch.cdist(z, m.centroids)
-    assert torch.equal(nearest, m.centroids[d.argmin(1)])
+    # intents are the L2-nearest centroids (faiss' index search), not the highest dot products
+    m.centroids.zero_()
+    m.centroids[0, 0], m.centroids[1, :2] = 10.0, torch.tensor([1.0, 0.5])
+    m.centroids[2:, 2] = torch.arange(3.0, 3.0 + len(m.centroids) - 2)
+    z = torch.zeros(2, m.hidden_size)
+    z[0, :2], z[1, 0] = torch.tensor([1.0, 0.4]), 9.0
+    assert m.intent_ids(z).tolist() == [1, 0]  # z[0] has its highest dot product with centroid 0
+    assert torch.equal(m.intents(z), m.centroids[[1, 0]])
 
 
 def test_embed_all_equals_untrimmed_embeddings_in_sample_order(tiny_data_path):
