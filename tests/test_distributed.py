@@ -75,6 +75,34 @@ def test_global_sinkhorn_and_info_nce_equal_single_process(tmp_path):
         assert torch.allclose(ranks[r]["grad"], a_all.grad[rows], atol=1e-5)
 
 
+def _unequal_shares_worker(rank, world, init_file, out_dir):
+    from s4rec_recbole.layers.distributed import gather_rows
+
+    _init(rank, world, init_file)
+    scores, a, p, protos, exclude = _batch()
+    rows = slice(0, 5) if rank == 0 else slice(5, B)  # 5 and 7 rows: gather_rows pads rank 0's block
+    x = a[rows].clone().requires_grad_(True)
+    gathered, offset = gather_rows(x)
+    gathered.sum().backward()
+    targets = sinkhorn(scores[rows], eps=0.05, n_iters=3, global_batch=True)
+    loss = info_nce(a[rows], p[rows], 1.0, "dot", protos, exclude[rows], global_batch=True)
+    torch.save({"gathered": gathered.detach(), "offset": offset, "grad": x.grad, "targets": targets,
+                "loss": loss.detach(), "n": rows.stop - rows.start}, os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_unequal_shares_gather_and_normalise_like_one_process(tmp_path):
+    ranks = spawn(_unequal_shares_worker, tmp_path)
+    scores, a, p, protos, exclude = _batch()
+    assert [r["offset"] for r in ranks] == [0, 5]
+    assert all(torch.equal(r["gathered"], a) for r in ranks)  # no padding rows left in
+    assert all(torch.equal(r["grad"], torch.ones(r["n"], D)) for r in ranks)  # the local rows keep their gradient
+    assert torch.allclose(torch.cat([r["targets"] for r in ranks]), sinkhorn(scores, eps=0.05, n_iters=3), atol=1e-5)
+    # the row-weighted mean of the ranks' losses is the single-process loss on all B rows
+    weighted = sum(r["loss"] * r["n"] for r in ranks) / B
+    assert torch.allclose(weighted, info_nce(a, p, 1.0, "dot", protos, exclude), atol=1e-5)
+
+
 def _kmeans_worker(rank, world, init_file, out_dir, data_path, state_file):
     _init(rank, world, init_file)
     from s4rec_recbole.runner import build_config, prepare_data
