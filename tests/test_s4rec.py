@@ -223,6 +223,21 @@ def test_kmeans_settings_reach_faiss(tiny_data_path, monkeypatch, model, extra):
         make(model, tiny_data_path, n_clusters=8, kmeans_redo=0, **extra)
 
 
+@pytest.mark.parametrize("clustering", ["online", "kmeans"])
+def test_assign_clusters_takes_the_most_cosine_similar_representative(tiny_data_path, monkeypatch, clustering):
+    _, s4, train = make("S4Rec", tiny_data_path, n_clusters=8, clustering=clustering)
+    reps = torch.zeros(8, s4.hidden_size)
+    reps[0, 0], reps[1, :2] = 10.0, torch.tensor([1.0, 1.0])  # prototype 0 has the largest dot products
+    reps[2:, 2] = 1.0 + torch.arange(6.0)
+    with torch.no_grad():
+        (s4.prototypes.weight if clustering == "online" else s4.centroids).copy_(reps)
+    z = torch.zeros(3, s4.hidden_size)
+    z[0, :2], z[1, 0], z[2, 2] = torch.tensor([1.0, 0.9]), 1.0, 0.1
+    monkeypatch.setattr(s4, "sequence_embedding", lambda seq, lens: z)
+    batch = first_batch(train)
+    assert s4.assign_clusters(batch["item_id_list"][:3], batch["item_length"][:3]).tolist() == [1, 0, 2]
+
+
 def test_kmeans_variant_recomputes_centroids_each_epoch(tiny_data_path):
     cfg, s4, train = make("S4Rec", tiny_data_path, clustering="kmeans", n_clusters=8)
     assert s4.centroids.abs().sum() == 0
