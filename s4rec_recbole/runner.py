@@ -171,7 +171,7 @@ def format_table(valid, test, protocol):
 def run(model=None, dataset=None, config_files=(), overrides=None, data_source=None, strict=False,
         results_dir=RESULTS_DIR, saved=True, result_name=None, resume=None, show_test=True, evaluate=None):
     """Prepare ``dataset``, train and evaluate ``model``; return the result dict (also written as JSON
-    to ``results_dir/result_name``, by default ``<model>-<dataset>-seed<seed>-<time>.json``).
+    to ``results_dir/result_name``, by default ``<model>-<dataset>-seed<seed>-<run id>.json``).
     ``show_test=False`` keeps test metrics out of the printed table and the log (tuning trials).
     ``evaluate=CHECKPOINT`` skips training and evaluates the checkpoint's weights (see :func:`evaluate`)."""
     if resume and not Path(resume).is_file():  # before the minutes of building the data
