@@ -49,9 +49,13 @@ def without_neutral(settings):
         out.pop("global_batch_negatives", None)
     if not (out.get("trim_padding") and out.get("model") in TRIM_SAFE_MODELS):  # RecBole's padded batches
         out.pop("trim_padding", None)
-    if out.get("model") != "ICLRec" and out.get("clustering") != "kmeans":  # no K-means runs
+    if (out.get("model") != "ICLRec" and out.get("clustering") != "kmeans") or \
+            (out.get("kmeans_redo"), out.get("kmeans_max_points_per_centroid")) == (1, 256):  # none / faiss' defaults
         out.pop("kmeans_redo", None)
         out.pop("kmeans_max_points_per_centroid", None)
+    for key in ("intent_symmetric", "normalize_intents"):  # ICLRec: false is the intent loss before the key
+        if out.get(key) is False:
+            out.pop(key)
     return out
 
 

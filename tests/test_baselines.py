@@ -54,7 +54,39 @@ def test_iclrec_parts_and_centroids_each_epoch(tiny_data_path, tmp_path):
     z = torch.zeros(2, m.hidden_size)
     z[0, :2], z[1, 0] = torch.tensor([1.0, 0.4]), 9.0
     assert m.intent_ids(z).tolist() == [1, 0]  # z[0] has its highest dot product with centroid 0
+    # the intents are those centroids L2-normalised (ICLRec's reference), raw with normalize_intents: false
+    expected = torch.zeros(2, m.hidden_size)
+    expected[0, :2], expected[1, 0] = torch.tensor([1.0, 0.5]) / 1.25 ** 0.5, 1.0
+    assert torch.allclose(m.intents(z), expected, atol=1e-6)
+    assert torch.allclose(m.intents(z).norm(dim=1), torch.ones(2))
+    m.normalize_intents = False
     assert torch.equal(m.intents(z), m.centroids[[1, 0]])
+
+
+def reference_nce(a, b, t=1.0):
+    """ICLRec's symmetric NCE written out row by row: 2B anchors (each a_i, then each b_i), each against
+    every b_j and the other members of its own side; the positive is its partner of the same index."""
+    rows = []
+    for x, y in ((a, b), (b, a)):
+        for i in range(len(x)):
+            scores = [x[i] @ y[j] / t for j in range(len(y))] + [x[i] @ x[j] / t for j in range(len(x)) if j != i]
+            rows.append(-(scores[i] - torch.logsumexp(torch.stack(scores), 0)))
+    return torch.stack(rows).mean()
+
+
+def test_iclrec_intent_loss_is_the_reference_symmetric_nce(tiny_data_path):
+    _, m, _, _ = make("ICLRec", tiny_data_path, n_clusters=8)
+    g = torch.Generator().manual_seed(0)
+    view, c = torch.randn(5, 4, generator=g), torch.randn(5, 4, generator=g)
+    c[3] = c[1]  # two sequences with the same intent: the duplicate stays a negative (no de-noising)
+    assert m.intent_symmetric and torch.allclose(m.intent_loss(view, c), reference_nce(view, c), atol=1e-5)
+    view.requires_grad_(True)
+    m.intent_loss(view, c).backward()
+    assert view.grad.abs().sum() > 0
+    m.intent_symmetric = False
+    one_way = torch.stack([-(view[i] @ c[i] - torch.logsumexp(torch.cat([view[i] @ c.T, view[i] @ view[
+        torch.arange(5) != i].T]), 0)) for i in range(5)]).mean()
+    assert torch.allclose(m.intent_loss(view, c), one_way, atol=1e-5)
 
 
 def test_embed_all_equals_untrimmed_embeddings_in_sample_order(tiny_data_path):

@@ -134,7 +134,14 @@ def test_run_key_ignores_settings_that_leave_a_run_as_before(tiny_data_path, tmp
     # K-means settings change the runs that cluster with K-means: ICLRec's and S4Rec's kmeans variant
     assert key("S4Rec", clustering="kmeans", kmeans_redo=1) != key("S4Rec", clustering="kmeans")
     iclrec = plain(build_config("ICLRec", "tiny", overrides=tiny_overrides(tiny_data_path)).final_config_dict)
-    assert cmp.run_key({k: v for k, v in iclrec.items() if not k.startswith("kmeans_")}) != cmp.run_key(iclrec)
+    new_keys = ("kmeans_redo", "kmeans_max_points_per_centroid", "intent_symmetric", "normalize_intents")
+    older_iclrec = {k: v for k, v in iclrec.items() if k not in new_keys}
+    assert cmp.run_key(older_iclrec) != cmp.run_key(iclrec)
+    for changed in (dict(intent_symmetric=False), dict(normalize_intents=False), dict(kmeans_redo=1)):
+        assert key("ICLRec", **changed) != key("ICLRec")
+    # faiss' defaults and the view-anchored raw-centroid intent loss are what ICLRec ran before these keys
+    assert key("ICLRec", kmeans_redo=1, kmeans_max_points_per_centroid=256, intent_symmetric=False,
+               normalize_intents=False) == cmp.run_key(older_iclrec)
     assert key("S4Rec", aux_warmup=2) != key("S4Rec")
     assert key("S4Rec", train_samples="sequence") != key("S4Rec")
     assert key("SASRec", trim_padding=True) != key("SASRec", trim_padding=False)  # other random numbers

@@ -1,11 +1,15 @@
 """ICLRec (Chen et al., WWW 2022): SASRec + instance contrast + intent contrast with per-epoch K-means.
 
 At the start of every epoch, K-means (faiss) over the mean-pooled embeddings of all training samples
-gives K intents. In a step, each sequence's intent is the centroid nearest to its (detached) embedding;
-each augmented view is contrasted with its sequence's intent, the other batch members' intents (and
-views) being the negatives. Loss parts: ``(rec, cl_weight * L_instance, intent_weight * L_intent)``.
+gives K intents. In a step, each sequence's intent is the centroid nearest (L2) to its (detached)
+embedding, L2-normalised as in ICLRec's reference code (``normalize_intents``); each augmented view is
+contrasted with its sequence's intent, the other batch members' intents (and views) being the negatives,
+and, as the reference's symmetric NCE loss does (``intent_symmetric``), each intent with its sequence's
+view, the other views (and intents) being the negatives. Loss parts:
+``(rec, cl_weight * L_instance, intent_weight * L_intent)``.
 """
 import torch
+import torch.nn.functional as F
 
 from s4rec_recbole.layers import info_nce
 from s4rec_recbole.model import register
@@ -32,6 +36,8 @@ class ICLRec(ContrastiveSASRec):
         if self.cl_weight > 0 or self.intent_weight > 0:
             check_contrastive_batch(config)
         self.read_kmeans_settings(config)
+        self.intent_symmetric = bool(config["intent_symmetric"])
+        self.normalize_intents = bool(config["normalize_intents"])
         self.register_buffer("centroids", torch.zeros(self.n_clusters, self.hidden_size))
         self.kmeans_epochs = []  # epochs whose centroids were recomputed (for tests and logs)
 
@@ -47,8 +53,10 @@ class ICLRec(ContrastiveSASRec):
         return torch.cdist(z.detach(), self.centroids).argmin(dim=1)
 
     def intents(self, z):
-        """``[B, d]`` nearest centroid of each detached ``z``."""
-        return self.centroids[self.intent_ids(z)]
+        """``[B, d]`` intent of each detached ``z``: its nearest centroid, L2-normalised with
+        ``normalize_intents`` (the assignment itself uses the raw centroids)."""
+        c = self.centroids[self.intent_ids(z)]
+        return F.normalize(c, dim=1) if self.normalize_intents else c
 
     @torch.no_grad()
     def assign_clusters(self, item_seq, item_seq_len):
@@ -68,6 +76,14 @@ class ICLRec(ContrastiveSASRec):
                                          + info_nce(z2, z1, self.temperature, self.sim, global_batch=self.global_batch)) / 2
         if self.intent_weight > 0:
             c = self.intents(z)
-            intent = self.intent_weight * (info_nce(z1, c, self.temperature, self.sim, global_batch=self.global_batch)
-                                           + info_nce(z2, c, self.temperature, self.sim, global_batch=self.global_batch)) / 2
+            intent = self.intent_weight * (self.intent_loss(z1, c) + self.intent_loss(z2, c)) / 2
         return self.scaled(rec, instance, intent)
+
+    def intent_loss(self, view, c):
+        """InfoNCE between the views ``[B, d]`` and their intents ``c`` ``[B, d]``: view-anchored, or with
+        ``intent_symmetric`` the mean of the view- and the intent-anchored directions (gradient to the
+        views only: the intents are fixed for the epoch)."""
+        loss = info_nce(view, c, self.temperature, self.sim, global_batch=self.global_batch)
+        if self.intent_symmetric:
+            loss = (loss + info_nce(c, view, self.temperature, self.sim, global_batch=self.global_batch)) / 2
+        return loss
