@@ -201,7 +201,7 @@ def run(model=None, dataset=None, config_files=(), overrides=None, data_source=N
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
     model_obj = build_model(config, train_data._dataset)
     logger.info(model_obj)
-    trainer = S4RecTrainer(config, model_obj, run_id=run_id)
+    trainer = S4RecTrainer(config, model_obj, run_id=run_id, label=label)
     if resume:
         trainer.resume_checkpoint(resume)
     t_fit = time.time()
@@ -284,7 +284,8 @@ def evaluate(checkpoint, overrides=None, data_source=None, results_dir=RESULTS_D
         settings["data_path"] = str(DATASET_DIR)  # trained elsewhere: this project's dataset folder
     settings.update(overrides)
     try:
-        return run(model=state["model"], dataset=state["dataset"], overrides=settings, data_source=data_source,
+        # checkpoints before 2026-12-03 have no label: their variant runs are evaluated under the class name
+        return run(model=state.get("label", state["model"]), dataset=state["dataset"], overrides=settings, data_source=data_source,
                    results_dir=results_dir, saved=False, evaluate=str(path))
     except RuntimeError as e:
         if "state_dict" not in str(e):

@@ -142,7 +142,7 @@ def new_run_id():
 class S4RecTrainer(Trainer):
     """Trainer for every model the project runs (plugin or RecBole's own)."""
 
-    def __init__(self, config, model, run_id=None):
+    def __init__(self, config, model, run_id=None, label=None):
         os.makedirs(config["checkpoint_dir"], exist_ok=True)  # before RecBole's racy check-then-create
         # RecBole wraps the model in DistributedDataParallel with device_ids=[local_rank], which only works
         # on a GPU; build the wrapper here for CPU (gloo) and GPU (NCCL) alike.
@@ -155,6 +155,9 @@ class S4RecTrainer(Trainer):
         # RecBole names checkpoints <model>-<time to the second>.pth: two runs started in the same second
         # would overwrite each other. Add the dataset and a unique run id.
         self.run_id = run_id or new_run_id()
+        # the name the run was asked for (a variant such as S4Rec-kmeans; config["model"] is its class): kept in
+        # checkpoints so that --evaluate names its result after the variant, not the class
+        self.label = label or config["model"]
         self.saved_model_file = os.path.join(self.checkpoint_dir, f"{config['model']}-{config['dataset']}-{self.run_id}.pth")
         self.mask_history = bool(config["mask_history"])
         self.epoch_times = []  # training seconds of each epoch of this process
@@ -176,6 +179,7 @@ class S4RecTrainer(Trainer):
     def _state(self, epoch):
         return {
             "model": self.config["model"],
+            "label": self.label,
             "dataset": self.config["dataset"],
             # what the user set (project YAML, config files, command line): enough to rebuild the config
             "settings": plain(self.config.external_config_dict),

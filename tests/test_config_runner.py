@@ -251,6 +251,18 @@ def test_evaluate_a_checkpoint_under_the_other_protocol(tiny_data_path, tmp_path
         assert message in err and len(err.strip().splitlines()) == 1, err
 
 
+def test_evaluate_keeps_the_variant_name(tiny_data_path, tmp_path):
+    """A variant's checkpoint is evaluated (and its result file named) as the variant, not as its class."""
+    from s4rec_recbole.runner import evaluate
+
+    over = tiny_overrides(tiny_data_path, tmp_path, epochs=1, n_clusters=8, state="WARNING")
+    trained = run("S4Rec-noadv", "tiny", overrides=over, results_dir=tmp_path / "res")
+    other = evaluate(trained["checkpoint"], {"mask_history": False, "state": "WARNING"}, results_dir=tmp_path / "ev")
+    assert trained["model"] == other["model"] == "S4Rec-noadv"
+    assert Path(other["result_file"]).name.startswith("S4Rec-noadv-tiny-seed")
+    assert other["config"]["lambda"] == 0.0
+
+
 def test_best_epoch_is_the_checkpoint_recbole_keeps():
     """On tied (rounded) validation scores RecBole's early stopping keeps the later epoch; best_epoch must name it."""
     from recbole.utils import early_stopping
