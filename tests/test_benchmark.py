@@ -203,3 +203,32 @@ def test_plot_sweep_groups_seeds_and_refuses_mixed_runs(tmp_path, capsys):
     assert plot_sweep.main([run("f", 32, 1, 0.05), "--key=n_clusters", "--out=x", "--reference=p=32"]) == 2
     assert "not VALUE:SCORE" in capsys.readouterr().err
     assert not (tmp_path / "x.md").exists()
+
+
+def test_distill_diag_reports_teacher_and_student_entropies(tiny_data_path, tmp_path, capsys):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import distill_diag
+
+    from conftest import tiny_overrides
+    from s4rec_recbole.runner import run
+
+    over = tiny_overrides(tiny_data_path, tmp_path, n_clusters=8)
+    s4 = run("S4Rec", "tiny", overrides=over, results_dir=tmp_path / "res")["checkpoint"]
+    capsys.readouterr()
+    assert distill_diag.main([s4, "--tau3=1.0,0.1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "prototypes used" in out[0] and "uniform entropy ln 64 = 4.159" in out[0]
+    assert out[1].startswith("tau3=1: teacher entropy") and out[2].startswith("tau3=0.1: teacher entropy")
+    entropies = [float(line.split("teacher entropy ")[1].split(",")[0]) for line in out[1:3]]
+    assert 0 < entropies[1] < entropies[0] <= 4.159 + 1e-3  # a lower temperature sharpens the teacher
+    over.pop("n_clusters")
+    sas = run("SASRec", "tiny", overrides=over, results_dir=tmp_path / "res")["checkpoint"]
+    capsys.readouterr()
+    for argv, message in (([sas], "a SASRec checkpoint; expected S4Rec"), ([s4, "--tau3=0"], "--tau3=0: expected"),
+                          ([str(tmp_path / "no.pth")], "no such file")):
+        try:
+            distill_diag.main(argv)
+        except SystemExit as e:
+            assert e.code == 2
+        err = capsys.readouterr().err
+        assert message in err, err

@@ -124,6 +124,18 @@ def test_distill_kl_hand_computed_and_teacher_detached():
     assert teacher.grad is None and student.grad is not None
     assert distill_kl(student, student.detach().clone(), 0.5).item() == pytest.approx(0.0, abs=1e-7)
 
+
+def test_distill_kl_cos_space_compares_directions_only():
+    torch.manual_seed(0)
+    teacher, student = torch.randn(4, 8) * 0.05, torch.randn(4, 8) * 6.0
+    cos = distill_kl(teacher, student, 0.1, space="cos")
+    assert cos.item() == pytest.approx(distill_kl(teacher * 30, student / 7, 0.1, space="cos").item(), rel=1e-5)
+    unit = torch.nn.functional.normalize
+    assert cos.item() == pytest.approx(distill_kl(unit(teacher, dim=-1), unit(student, dim=-1), 0.1).item(), rel=1e-6)
+    assert distill_kl(teacher, teacher * 5, 0.1, space="cos").item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="space='l2': expected 'raw' or 'cos'"):
+        distill_kl(teacher, student, space="l2")
+
 # ---------------------------------------------------------------- mask-token embedding
 
 

@@ -124,6 +124,21 @@ def test_mean_pooling_and_cos(tiny_data_path):
     assert all(torch.isfinite(p) for p in s4.calculate_loss(first_batch(train)))
 
 
+def test_cos_space_distillation_changes_only_the_distillation_part(tiny_data_path):
+    parts = {}
+    for space in ("raw", "cos"):
+        _, s4, train = make("S4Rec", tiny_data_path, n_clusters=8, ckd_space=space, tau3=0.1)
+        torch.manual_seed(0)  # the same augmented views for both
+        parts[space] = s4.calculate_loss(first_batch(train))
+    rec, clust, scl, ckd, adv = parts["cos"]
+    assert torch.isfinite(ckd) and ckd > 0
+    assert ckd.item() != pytest.approx(parts["raw"][3].item(), rel=1e-3)
+    for i in (0, 1, 2, 4):
+        assert parts["cos"][i].item() == pytest.approx(parts["raw"][i].item(), rel=1e-5)
+    ckd.backward()
+    assert s4.item_embedding.weight.grad is not None and s4.prototypes.weight.grad is None
+
+
 BAD_VALUES = [
     ("S4Rec", {"clustering": "spectral"}, r"clustering='spectral': expected one of \['online', 'kmeans'\]"),
     ("S4Rec", {"alpha": -1}, r"alpha=-1: expected a number in \[0, inf\)"),
@@ -133,6 +148,7 @@ BAD_VALUES = [
     ("S4Rec", {"tau1": 0.0}, r"tau1=0.0: expected a number in \(0, inf\)"),
     ("S4Rec", {"tau2": -1.0}, r"tau2=-1.0: expected a number in \(0, inf\)"),
     ("S4Rec", {"tau3": float("nan")}, r"tau3=nan: expected a number in \(0, inf\)"),
+    ("S4Rec", {"ckd_space": "l1"}, r"ckd_space='l1': expected one of \['raw', 'cos'\]"),
     ("S4Rec", {"sinkhorn_eps": 0.0}, r"sinkhorn_eps=0.0: expected a number in \(0, inf\)"),
     ("S4Rec", {"crop_ratio": 0.0}, r"crop_ratio=0.0: expected a number in \(0, 1\]"),
     ("S4Rec", {"mask_ratio": 1.5}, r"mask_ratio=1.5: expected a number in \(0, 1\]"),

@@ -51,11 +51,18 @@ def info_nce(anchor, positive, temperature=1.0, sim="dot", extra_negatives=None,
     return F.cross_entropy(logits, offset + rows)
 
 
-def distill_kl(teacher, student, temperature=1.0):
+def distill_kl(teacher, student, temperature=1.0, space="raw"):
     """Dimension-wise distillation ``KL(softmax(teacher/t) || softmax(student/t))``, batch mean.
 
     ``teacher`` and ``student`` are ``[B, d]``; the teacher is detached (no gradient reaches it).
+    ``space='cos'`` L2-normalises both rows first, so that teacher and student are compared on one scale
+    (S4Rec's prototypes are trained through cosine scores and keep a far smaller norm than the embeddings,
+    which makes the raw teacher distribution almost uniform).
     """
+    if space == "cos":
+        teacher, student = F.normalize(teacher, dim=-1), F.normalize(student, dim=-1)
+    elif space != "raw":
+        raise ValueError(f"space={space!r}: expected 'raw' or 'cos'")
     t = F.log_softmax(teacher.detach() / temperature, dim=-1)
     s = F.log_softmax(student / temperature, dim=-1)
     return (t.exp() * (t - s)).sum(dim=-1).mean()

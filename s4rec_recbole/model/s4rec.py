@@ -39,6 +39,7 @@ class S4Rec(ContrastiveSASRec):
         if self.beta1 > 0 or self.alpha > 0:  # in-batch negatives / equal partition of the batch
             check_contrastive_batch(config)
         self.sim = choice(config, "sim", ("dot", "cos"))
+        self.ckd_space = choice(config, "ckd_space", ("raw", "cos"))
         self.clustering = choice(config, "clustering", ("online", "kmeans"))
         self.read_kmeans_settings(config)
 
@@ -77,7 +78,8 @@ class S4Rec(ContrastiveSASRec):
                                     + info_nce(z2, z1, self.tau2, self.sim, protos, assigned, self.global_batch))
             if self.beta2 > 0:
                 teacher = protos[assigned]
-                ckd = self.beta2 * (distill_kl(teacher, z1, self.tau3) + distill_kl(teacher, z2, self.tau3))
+                ckd = self.beta2 * (distill_kl(teacher, z1, self.tau3, self.ckd_space)
+                                    + distill_kl(teacher, z2, self.tau3, self.ckd_space))
         if self.lmd > 0:
             adv = self.lmd * self.adversary.loss(z, item_seq_len >= self.head_min_length)
         return self.scaled(rec, clust, scl, ckd, adv)
