@@ -45,6 +45,8 @@ def without_neutral(settings):
         out.pop("aux_warmup")
     if out.get("train_samples") == "prefix":  # RecBole's one sample per prefix
         out.pop("train_samples")
+    if out.get("ckd_space") == "raw":  # S4Rec: the paper's distillation on the raw vectors
+        out.pop("ckd_space")
     if out.get("single_spec", True):  # one process: nothing to gather
         out.pop("global_batch_negatives", None)
     if not (out.get("trim_padding") and out.get("model") in TRIM_SAFE_MODELS):  # RecBole's padded batches

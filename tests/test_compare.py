@@ -128,7 +128,7 @@ def test_run_key_ignores_settings_that_leave_a_run_as_before(tiny_data_path, tmp
     config = plain(build_config("S4Rec", "tiny", overrides=tiny_overrides(tiny_data_path)).final_config_dict)
     older = {k: v for k, v in config.items()
              if k not in ("aux_warmup", "global_batch_negatives", "trim_padding", "train_samples", "kmeans_redo",
-                          "kmeans_max_points_per_centroid")}
+                          "kmeans_max_points_per_centroid", "ckd_space")}
     assert cmp.run_key(older) == cmp.run_key(config) == key("S4Rec", trim_padding=False)  # keys from before
     assert key("S4Rec", kmeans_redo=1) == key("S4Rec")  # online clustering runs no K-means
     # K-means settings change the runs that cluster with K-means: ICLRec's and S4Rec's kmeans variant
@@ -143,6 +143,7 @@ def test_run_key_ignores_settings_that_leave_a_run_as_before(tiny_data_path, tmp
     assert key("ICLRec", kmeans_redo=1, kmeans_max_points_per_centroid=256, intent_symmetric=False,
                normalize_intents=False) == cmp.run_key(older_iclrec)
     assert key("S4Rec", aux_warmup=2) != key("S4Rec")
+    assert key("S4Rec", ckd_space="cos") != key("S4Rec")
     assert key("S4Rec", train_samples="sequence") != key("S4Rec")
     assert key("SASRec", trim_padding=True) != key("SASRec", trim_padding=False)  # other random numbers
     # a run stored under an earlier form of the key is still found through its stored configuration
