@@ -217,7 +217,7 @@ class Study:
 
     def run_trial(self, index, params, results_dir=None):
         """Train one trial and store its record atomically; returns the record (failures are recorded)."""
-        t0 = time.time()
+        t0, earlier_s = time.time(), 0.0
         record = {"trial": index, "params": plain(params), "status": "ok", "error": None}
         overrides = dict(self.overrides, **params)
         try:
@@ -228,11 +228,15 @@ class Study:
                       overrides=overrides, results_dir=results_dir or self.dir / "runs",
                       result_name=f"trial-{index:04d}.json", show_test=False, resume=resume and str(resume[0]))
             record.update(valid=res["best_valid"], test=res["test"], valid_score=res["best_valid_score"],
-                          epochs=res["epochs_run"], checkpoint=res["checkpoint"])
+                          epochs=res["epochs_run"], checkpoint=res["checkpoint"], resumed=bool(resume))
+            timings = res.get("timings") or {}
+            if resume and timings.get("run"):  # the processes before the resume trained and validated too
+                whole = timings["run"]["train_s"] + timings["run"]["valid_s"]
+                earlier_s = max(0.0, whole - timings.get("fit_s", 0.0))
         except (ConfigError, FloatingPointError, ValueError, RuntimeError) as e:
             record.update(status="fail", error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
                           valid={}, test={}, valid_score=None, epochs=0, checkpoint=None)
-        record["time_s"] = round(time.time() - t0, 2)
+        record["time_s"] = round(time.time() - t0 + earlier_s, 2)  # the whole trial, across resumes
         atomic_write_text(self.dir / "trials" / f"trial-{index:04d}.json", json.dumps(record, indent=1) + "\n")
         return record
 

@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -144,6 +145,21 @@ def test_failed_trial_is_recorded_and_skipped(tmp_path, tiny_data_path, monkeypa
     assert best["params"] == {"n_layers": 1} and best["n_failed"] == 1
     csv_text = next((tmp_path / "res").glob("tune-*/trials.csv")).read_text()
     assert "fail,\"FloatingPointError: loss part 'rec' is nan at epoch 0, batch 3\"" in csv_text
+
+
+def test_resumed_trial_counts_the_time_before_the_resume(tmp_path, tiny_data_path, monkeypatch):
+    def fake_run(model, dataset, config_files, overrides, results_dir, result_name, show_test, resume=None):
+        assert resume == "saved/x.last.pth"
+        return {"best_valid": {"ndcg@20": 0.1}, "test": {"ndcg@20": 0.1}, "best_valid_score": 0.1,
+                "epochs_run": 9, "checkpoint": None,
+                "timings": {"fit_s": 30.0, "run": {"train_s": 1000.0, "valid_s": 50.0}}}
+
+    monkeypatch.setattr(T, "run", fake_run)
+    monkeypatch.setattr(T, "interrupted_run", lambda config: (Path("saved/x.last.pth"), 6))
+    T.tune(space_file(tmp_path, "n_layers: {choice: [1]}\n"), "SASRec", "tiny", algo="grid",
+           overrides={"data_path": str(tiny_data_path)}, results_dir=tmp_path / "res")
+    (record,) = [json.loads(p.read_text()) for p in (tmp_path / "res").glob("tune-*/trials/trial-*.json")]
+    assert record["resumed"] is True and 1020.0 <= record["time_s"] < 1020.0 + 60
 
 
 def cli(tmp_path, data, space, *extra):
