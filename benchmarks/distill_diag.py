@@ -6,6 +6,7 @@ embeds every user's training sequence (history without its last two items, the v
 with a trained checkpoint, assigns each to its prototype as the model does, and prints for each temperature
 the mean entropy and largest probability of teacher and student, beside the uniform distribution's entropy
 ln d, and the mean KL(teacher || student). A teacher at the uniform entropy carries no cluster information.
+Teacher and student are taken in the checkpoint's own ``ckd_space`` (``cos``: both L2-normalised first).
 
     python benchmarks/distill_diag.py saved/S4Rec-amazon-beauty-....pth --tau3=1.0,0.1
 """
@@ -51,13 +52,16 @@ def diagnose(checkpoint, temperatures):
     protos = model.prototype_vectors()
     assigned = torch.nn.functional.normalize(z, dim=-1) @ torch.nn.functional.normalize(protos, dim=-1).t()
     assigned = assigned.argmax(1)
-    teacher_raw = protos[assigned]
+    teacher, student = protos[assigned], z
+    space = getattr(model, "ckd_space", "raw")
+    if space == "cos":
+        teacher, student = (torch.nn.functional.normalize(v, dim=-1) for v in (teacher, student))
     d = z.size(1)
     lines = [f"{checkpoint}: {len(z)} users, {int(assigned.unique().numel())} of {len(protos)} prototypes used; "
              f"mean norm: embedding {float(z.norm(dim=1).mean()):.2f}, prototype {float(protos.norm(dim=1).mean()):.2f}; "
-             f"uniform entropy ln {d} = {math.log(d):.3f}"]
+             f"uniform entropy ln {d} = {math.log(d):.3f}; ckd_space {space}"]
     for t in temperatures:
-        pt, ps = torch.softmax(teacher_raw / t, -1), torch.softmax(z / t, -1)
+        pt, ps = torch.softmax(teacher / t, -1), torch.softmax(student / t, -1)
         kl = float((pt * (pt.clamp_min(1e-30).log() - ps.clamp_min(1e-30).log())).sum(-1).mean())
         lines.append(f"tau3={t:g}: teacher entropy {entropy(pt):.3f}, max p {float(pt.max(1).values.mean()):.4f}; "
                      f"student entropy {entropy(ps):.3f}, max p {float(ps.max(1).values.mean()):.4f}; "

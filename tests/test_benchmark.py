@@ -221,6 +221,14 @@ def test_distill_diag_reports_teacher_and_student_entropies(tiny_data_path, tmp_
     assert out[1].startswith("tau3=1: teacher entropy") and out[2].startswith("tau3=0.1: teacher entropy")
     entropies = [float(line.split("teacher entropy ")[1].split(",")[0]) for line in out[1:3]]
     assert 0 < entropies[1] < entropies[0] <= 4.159 + 1e-3  # a lower temperature sharpens the teacher
+    assert out[0].endswith("ckd_space raw")
+    cos = run("S4Rec", "tiny", overrides=dict(over, ckd_space="cos"), results_dir=tmp_path / "res")["checkpoint"]
+    capsys.readouterr()
+    assert distill_diag.main([cos, "--tau3=1"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("ckd_space cos")
+    # unit vectors at temperature 1: both distributions are within a few hundredths of uniform
+    assert float(out[1].split("teacher entropy ")[1].split(",")[0]) > 4.159 - 0.05
     over.pop("n_clusters")
     sas = run("SASRec", "tiny", overrides=over, results_dir=tmp_path / "res")["checkpoint"]
     capsys.readouterr()
