@@ -3,7 +3,8 @@
 The cluster-aware distillation (``L_ckd``) compares ``softmax(mu_h(u) / tau3)`` (the assigned prototype,
 the teacher) with ``softmax(z / tau3)`` (a view's embedding, the student) over the d dimensions. This script
 embeds every user's training sequence (history without its last two items, the validation and test targets)
-with a trained checkpoint, assigns each to its prototype as the model does, and prints for each temperature
+with a trained checkpoint, assigns each to its most cosine-similar prototype (as the model does outside training,
+where the batch's Sinkhorn targets decide), and prints for each temperature
 the mean entropy and largest probability of teacher and student, beside the uniform distribution's entropy
 ln d, and the mean KL(teacher || student). A teacher at the uniform entropy carries no cluster information.
 Teacher and student are taken in the checkpoint's own ``ckd_space`` (``cos``: both L2-normalised first).

@@ -285,8 +285,8 @@ def evaluate(checkpoint, overrides=None, data_source=None, results_dir=RESULTS_D
     settings.update(overrides)
     try:
         # checkpoints before 2026-12-03 have no label: their variant runs are evaluated under the class name
-        return run(model=state.get("label", state["model"]), dataset=state["dataset"], overrides=settings, data_source=data_source,
-                   results_dir=results_dir, saved=False, evaluate=str(path))
+        return run(model=state.get("label", state["model"]), dataset=state["dataset"], overrides=settings,
+                   data_source=data_source, results_dir=results_dir, saved=False, evaluate=str(path))
     except RuntimeError as e:
         if "state_dict" not in str(e):
             raise
