@@ -20,6 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from s4rec_recbole.layers import distill_kl  # noqa: E402
 from s4rec_recbole.recommend import RecommendError, Recommender  # noqa: E402
 
 
@@ -31,31 +32,23 @@ def entropy(p):
 @torch.no_grad()
 def embed_training_sequences(rec, batch_size=1024):
     """``[N, d]`` sequence embeddings of every user with at least two training items."""
-    seqs = [h[:-2][-rec.max_len:] for h in rec.history.values() if len(h) >= 4]
-    out = []
-    for i in range(0, len(seqs), batch_size):
-        chunk = seqs[i:i + batch_size]
-        seq = torch.zeros(len(chunk), rec.max_len, dtype=torch.long)
-        for j, s in enumerate(chunk):
-            seq[j, :len(s)] = torch.as_tensor(s)
-        lens = torch.tensor([len(s) for s in chunk])
-        out.append(rec.model.sequence_embedding(seq, lens))
-    return torch.cat(out)
+    seqs = [h[:-2] for h in rec.history.values() if len(h) >= 4]
+    return torch.cat([rec.model.sequence_embedding(*rec.padded(seqs[i:i + batch_size]))
+                      for i in range(0, len(seqs), batch_size)])
 
 
 @torch.no_grad()
 def diagnose(checkpoint, temperatures):
     rec = Recommender.from_checkpoint(checkpoint)
     model = rec.model
-    if not hasattr(model, "prototype_vectors"):
+    if not hasattr(model, "nearest_prototype"):
         raise RecommendError(f"{checkpoint}: a {type(model).__name__} checkpoint; expected S4Rec (or a variant)")
     z = embed_training_sequences(rec)
     protos = model.prototype_vectors()
-    assigned = torch.nn.functional.normalize(z, dim=-1) @ torch.nn.functional.normalize(protos, dim=-1).t()
-    assigned = assigned.argmax(1)
+    assigned = model.nearest_prototype(z)
+    space = model.ckd_space
     teacher, student = protos[assigned], z
-    space = getattr(model, "ckd_space", "raw")
-    if space == "cos":
+    if space == "cos":  # what distill_kl compares in that space
         teacher, student = (torch.nn.functional.normalize(v, dim=-1) for v in (teacher, student))
     d = z.size(1)
     lines = [f"{checkpoint}: {len(z)} users, {int(assigned.unique().numel())} of {len(protos)} prototypes used; "
@@ -63,7 +56,7 @@ def diagnose(checkpoint, temperatures):
              f"uniform entropy ln {d} = {math.log(d):.3f}; ckd_space {space}"]
     for t in temperatures:
         pt, ps = torch.softmax(teacher / t, -1), torch.softmax(student / t, -1)
-        kl = float((pt * (pt.clamp_min(1e-30).log() - ps.clamp_min(1e-30).log())).sum(-1).mean())
+        kl = float(distill_kl(protos[assigned], z, t, space))
         lines.append(f"tau3={t:g}: teacher entropy {entropy(pt):.3f}, max p {float(pt.max(1).values.mean()):.4f}; "
                      f"student entropy {entropy(ps):.3f}, max p {float(ps.max(1).values.mean()):.4f}; "
                      f"KL(teacher || student) {kl:.4f}")

@@ -96,16 +96,21 @@ class Recommender:
         return [str(t) for t in self.dataset.id2token(self.dataset.iid_field, np.asarray(ids))]
 
     # ------------------------------------------------------------------ scoring
-    @torch.no_grad()
-    def scores(self, sequences, exclude=None):
-        """``[B, n_items]`` scores after each internal-id sequence; padding (and ``exclude``) at -inf."""
-        B = len(sequences)
-        seq = torch.zeros(B, self.max_len, dtype=torch.long)
-        lens = torch.zeros(B, dtype=torch.long)
+    def padded(self, sequences):
+        """``(item_seq [B, max_len], item_seq_len [B])`` of internal-id sequences, each cut to its last
+        ``max_len`` items and padded with 0 at the end, as the model's inputs."""
+        seq = torch.zeros(len(sequences), self.max_len, dtype=torch.long)
+        lens = torch.zeros(len(sequences), dtype=torch.long)
         for b, s in enumerate(sequences):
             s = list(s)[-self.max_len:]
             seq[b, :len(s)] = torch.as_tensor(s)
             lens[b] = len(s)
+        return seq, lens
+
+    @torch.no_grad()
+    def scores(self, sequences, exclude=None):
+        """``[B, n_items]`` scores after each internal-id sequence; padding (and ``exclude``) at -inf."""
+        seq, lens = self.padded(sequences)
         inter = Interaction({self.model.ITEM_SEQ: seq, self.model.ITEM_SEQ_LEN: lens}).to(self.config["device"])
         out = self.model.full_sort_predict(inter).cpu()
         out[:, 0] = -np.inf

@@ -69,7 +69,7 @@ class S4Rec(ContrastiveSASRec):
                 if self.alpha > 0:
                     clust = self.alpha * swav_loss(scores, targets, self.tau1)
             else:
-                assigned = (F.normalize(z.detach(), dim=-1) @ F.normalize(self.centroids, dim=-1).t()).argmax(1)
+                assigned = self.nearest_prototype(z.detach())
         if need_views:
             protos = self.prototype_vectors()
             z1, z2 = self.views(item_seq, item_seq_len)
@@ -84,11 +84,14 @@ class S4Rec(ContrastiveSASRec):
             adv = self.lmd * self.adversary.loss(z, item_seq_len >= self.head_min_length)
         return self.scaled(rec, clust, scl, ckd, adv)
 
+    def nearest_prototype(self, z):
+        """``[B]`` index of the most cosine-similar cluster representative of each embedding ``z`` ``[B, d]``."""
+        return (F.normalize(z, dim=-1) @ F.normalize(self.prototype_vectors(), dim=-1).t()).argmax(1)
+
     @torch.no_grad()
     def assign_clusters(self, item_seq, item_seq_len):
         """``[B]`` cluster of each sequence: argmax prototype score (online) or nearest centroid (kmeans)."""
-        z = self.sequence_embedding(item_seq, item_seq_len)
-        return (F.normalize(z, dim=-1) @ F.normalize(self.prototype_vectors(), dim=-1).t()).argmax(1)
+        return self.nearest_prototype(self.sequence_embedding(item_seq, item_seq_len))
 
     def on_epoch_start(self, trainer, train_data, epoch_idx):
         """``clustering: kmeans``: K-means over the embeddings of all training samples, once per epoch."""
