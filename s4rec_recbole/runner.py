@@ -30,9 +30,9 @@ from s4rec_recbole.model.base import ContrastiveSASRec, user_training_lengths
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "results"
 # Options of --tune (hyperparameter search, s4rec_recbole.tune).
-TUNE_KEYS = ("algo", "max_trials", "backend", "ray_address", "concurrency", "cpus_per_trial")
+TUNE_KEYS = ("algo", "max_trials", "trials", "backend", "ray_address", "concurrency", "cpus_per_trial")
 _STRING_KEYS = ("dataset", "model", "config_files", "data_source", "results_dir", "seeds", "resume", "evaluate",
-                "checkpoint", "user", "items", "output", "tune", "algo", "backend", "ray_address")
+                "checkpoint", "user", "items", "output", "tune", "algo", "trials", "backend", "ray_address")
 _FLAGS = ("recommend", "all_users", "exclude_history")
 
 USAGE = """usage: python run_s4rec.py --dataset=NAME [--model=NAME[,NAME...]] [--seeds=1,2,3]
@@ -55,9 +55,10 @@ USAGE = """usage: python run_s4rec.py --dataset=NAME [--model=NAME[,NAME...]] [-
   --key=value     any RecBole or model configuration key, e.g. --epochs=20 --learning_rate=1e-3
 
        python run_s4rec.py --tune=properties/hyper/S4Rec.yaml --dataset=NAME [--algo=grid|random|tpe]
-                           [--max_trials=N] [--backend=local|ray] [--ray_address=HOST:PORT]
+                           [--max_trials=N] [--trials=I,J,...] [--backend=local|ray] [--ray_address=HOST:PORT]
                            [--concurrency=N] [--cpus_per_trial=1] [--key=value ...]
-  hyperparameter search over a YAML space, selected on the validation metric, resumable
+  hyperparameter search over a YAML space, selected on the validation metric, resumable; --trials runs
+  only those trial numbers of a grid or random search (split one search over machines or sessions)
   (the model defaults to the space file's name when it names a model)
 
        python run_s4rec.py --evaluate=saved/<...>.pth [--mask_history=False] [--topk=[5,10,20]] [--key=value ...]

@@ -16,7 +16,9 @@ search is stored under ``results/tune-<model>-<dataset>-<algo>-<key>/`` (the key
 command fixes except ``--max_trials`` and ``--backend``): ``trials/trial-NNNN.json`` is written atomically
 when a trial ends, so the same command run again after a kill continues with the trials that are not
 there yet (a trial killed mid-training continues from its ``.last.pth``, as a comparison's runs do),
-and a larger ``--max_trials`` extends a finished search. Trials are ranked by the validation metric
+and a larger ``--max_trials`` extends a finished search. ``--trials=2,4`` (grid and random searches) runs only
+those trial numbers, whose parameters are fixed before any training: a search split over machines or sessions
+is merged by copying the parts' ``trials/`` records into one folder and running the command again. Trials are ranked by the validation metric
 (``valid_metric``) only; test metrics are shown for the chosen trial alone, at the end.
 Outputs: ``trials.csv`` (parameters and validation metrics of every trial), ``best.yaml`` (a config
 file for ``--config_files``) and ``best.json``.
@@ -240,14 +242,18 @@ class Study:
         atomic_write_text(self.dir / "trials" / f"trial-{index:04d}.json", json.dumps(record, indent=1) + "\n")
         return record
 
+    def params_at(self, index):
+        """The parameters of trial ``index`` of a grid or random search (fixed before any training)."""
+        return self.grid[index] if self.grid is not None else random_params(self.space, self.seed, index)
+
     def next_params(self, history, n):
-        """Up to ``n`` parameter sets to try next."""
-        if self.grid is not None:
+        """Up to ``n`` parameter sets to try next (grid and random: the lowest trials not done yet)."""
+        if self.algo in ("grid", "random"):
             done = {t["trial"] for t in history}
-            return [(i, p) for i, p in enumerate(self.grid) if i not in done][:n]
+            todo = (i for i in range(len(self.grid)) if i not in done) if self.grid is not None else \
+                (i for i in itertools.count() if i not in done)
+            return [(i, self.params_at(i)) for i in itertools.islice(todo, n)]
         start = max((t["trial"] for t in history), default=-1) + 1
-        if self.algo == "random":
-            return [(i, random_params(self.space, self.seed, i)) for i in range(start, start + n)]
         return list(enumerate(suggest(self.space, self.algo, history, n, self.seed, self.bigger), start=start))
 
     def best(self, history):
@@ -317,10 +323,33 @@ def _short(v):
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
+def parse_trials(trials, algo, max_trials):
+    """``--trials=2,4`` (1-based, as the progress lines number them) -> sorted 0-based indices."""
+    if algo == "tpe":
+        raise ConfigError("--trials: a tpe trial depends on the trials before it; use --algo=random or "
+                          "--algo=grid to run chosen trials")
+    items = [trials] if isinstance(trials, int) and not isinstance(trials, bool) else str(trials).split(",")
+    out = set()
+    for item in items:
+        try:
+            number = int(str(item).strip())
+        except ValueError:
+            number = 0
+        if not 1 <= number <= max_trials:
+            raise ConfigError(f"--trials={trials}: expected trial numbers between 1 and {max_trials} "
+                              "(--max_trials), comma separated")
+        out.add(number - 1)
+    return sorted(out)
+
+
 def tune(space_file, model, dataset, algo="tpe", max_trials=None, config_files=(), overrides=None, backend="local",
          ray_address=None, concurrency=None, cpus_per_trial=1, data_source=None, strict=False,
-         results_dir=RESULTS_DIR, log=print):
-    """Run (or continue) a search and return the best trial's summary (None when no trial finished)."""
+         results_dir=RESULTS_DIR, trials=None, log=print):
+    """Run (or continue) a search and return the best trial's summary (None when no trial finished).
+
+    ``trials`` (grid and random searches only) runs just those trial numbers (1-based), e.g. one per
+    machine; copying the ``trials/`` records of every part into one folder merges them.
+    """
     if backend not in BACKENDS:
         raise ConfigError(f"--backend={backend}: expected one of {', '.join(BACKENDS)}")
     overrides = dict(overrides or {})
@@ -332,6 +361,9 @@ def tune(space_file, model, dataset, algo="tpe", max_trials=None, config_files=(
         raise ConfigError(f"--max_trials={max_trials}: expected a positive integer")
     if study.grid is not None:
         max_trials = min(max_trials, len(study.grid))
+    wanted = parse_trials(trials, algo, max_trials) if trials is not None else None
+    if backend != "local" and trials is not None:
+        raise ConfigError("--trials runs chosen trials one after another; drop --backend=ray")
     study.dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(study.dir / "search.json", json.dumps(plain(study.ident), indent=2) + "\n")
     history = study.trials()
@@ -340,8 +372,17 @@ def tune(space_file, model, dataset, algo="tpe", max_trials=None, config_files=(
     for t in history:
         log(study.describe(t, max_trials))
     if backend == "local":
-        while len(history) < max_trials:
-            (index, params), = study.next_params(history, 1)
+        while True:
+            done = {t["trial"] for t in history}
+            if wanted is None:
+                if len(history) >= max_trials:
+                    break
+                (index, params), = study.next_params(history, 1)
+            else:
+                index = next((i for i in wanted if i not in done), None)
+                if index is None:
+                    break
+                params = study.params_at(index)
             record = study.run_trial(index, params)
             history.append(record)
             log(study.describe(record, max_trials) + _best_so_far(study, history))

@@ -162,6 +162,57 @@ def test_resumed_trial_counts_the_time_before_the_resume(tmp_path, tiny_data_pat
     assert record["resumed"] is True and 1020.0 <= record["time_s"] < 1020.0 + 60
 
 
+@pytest.mark.parametrize("algo", ["grid", "random"])
+def test_a_search_split_by_trials_merges_into_the_whole_search(tmp_path, tiny_data_path, monkeypatch, capsys, algo):
+    def fake_run(model, dataset, config_files, overrides, results_dir, result_name, show_test, resume=None):
+        score = overrides["n_layers"] / 10 + overrides.get("learning_rate", 0.0)
+        return {"best_valid": {"ndcg@20": score}, "test": {"ndcg@20": score / 2}, "best_valid_score": score,
+                "epochs_run": 1, "checkpoint": None}
+
+    monkeypatch.setattr(T, "run", fake_run)
+    text = "n_layers: {choice: [1, 2, 3, 4]}\n" + ("" if algo == "grid" else
+                                                  "learning_rate: {loguniform: [1.0e-4, 1.0e-2]}\n")
+    space = space_file(tmp_path, text)
+    common = dict(algo=algo, max_trials=4, overrides={"data_path": str(tiny_data_path)})
+    whole = T.tune(space, "SASRec", "tiny", results_dir=tmp_path / "whole", **common)
+    # two "machines": trial 4 on one, trials 1-3 (given unsorted, one twice) on the other; then merged
+    T.tune(space, "SASRec", "tiny", results_dir=tmp_path / "a", trials="4", **common)
+    a_dir = next((tmp_path / "a").glob("tune-*"))
+    assert [p.name for p in (a_dir / "trials").glob("*.json")] == ["trial-0003.json"]
+    T.tune(space, "SASRec", "tiny", results_dir=tmp_path / "b", trials="3,1,2,1", **common)
+    b_dir = next((tmp_path / "b").glob("tune-*"))
+    assert a_dir.name == b_dir.name  # --trials is not part of the search's identity
+    (b_dir / "trials" / "trial-0003.json").write_text((a_dir / "trials" / "trial-0003.json").read_text())
+    capsys.readouterr()
+    merged = T.tune(space, "SASRec", "tiny", results_dir=tmp_path / "b", **common)
+    assert "4 of 4 trials already done" in capsys.readouterr().out
+    assert merged == whole
+
+    def records(folder):
+        return [{k: t[k] for k in ("trial", "params", "valid_score")} for t in T.Study(
+            space, "SASRec", "tiny", algo, overrides=common["overrides"], results_dir=folder).trials()]
+
+    assert records(tmp_path / "b") == records(tmp_path / "whole")
+    # a search with a gap (trial 2 missing) fills the gap before going on
+    (b_dir / "trials" / "trial-0001.json").unlink()
+    study = T.Study(space, "SASRec", "tiny", algo, overrides=common["overrides"], results_dir=tmp_path / "b")
+    assert [i for i, _ in study.next_params(study.trials(), 2)] == ([1] if algo == "grid" else [1, 4])
+
+
+@pytest.mark.parametrize("algo, trials, message", [
+    ("random", "5", r"--trials=5: expected trial numbers between 1 and 4 \(--max_trials\)"),
+    ("random", "0,2", "--trials=0,2: expected trial numbers between 1 and 4"),
+    ("grid", "x", "--trials=x: expected trial numbers"),
+    ("tpe", "2", "--trials: a tpe trial depends on the trials before it"),
+])
+def test_bad_trials_are_one_line_errors(tmp_path, tiny_data_path, algo, trials, message):
+    text = "n_layers: {choice: [1, 2, 3, 4]}\n"
+    with pytest.raises(ConfigError, match=message) as e:
+        T.tune(space_file(tmp_path, text), "SASRec", "tiny", algo=algo, max_trials=4, trials=trials,
+               overrides={"data_path": str(tiny_data_path)}, results_dir=tmp_path / "res")
+    assert "\n" not in str(e.value) and not (tmp_path / "res").exists()  # refused before anything is written
+
+
 def cli(tmp_path, data, space, *extra):
     return [sys.executable, str(REPO / "run_s4rec.py"), f"--tune={space}", "--model=SASRec", "--dataset=tiny",
             f"--data_path={data}", f"--results_dir={tmp_path / 'res'}", f"--checkpoint_dir={tmp_path / 'saved'}",
@@ -212,6 +263,10 @@ def test_cli_errors(tiny_data_path, tmp_path, capsys):
     assert "--backend=slurm: expected one of" in capsys.readouterr().err
     assert main(common + [f"--tune={tmp_path / 'none.yaml'}", "--model=SASRec"]) == 2
     assert f"{tmp_path / 'none.yaml'}: no such file" in capsys.readouterr().err
+    assert main(common + ["--trials=2"]) == 2
+    assert "--trials needs --tune=SPACE.yaml" in capsys.readouterr().err
+    assert main(common + [f"--tune={space}", "--model=SASRec", "--algo=grid", "--trials=2", "--backend=ray"]) == 2
+    assert "--trials runs chosen trials one after another; drop --backend=ray" in capsys.readouterr().err
 
 
 def test_space_files_shipped_with_the_project_are_valid(tiny_data_path):
