@@ -270,8 +270,9 @@ class Study:
                 f"({t['epochs']} epochs, {t['time_s']:.0f} s)")
 
     # -- outputs ---------------------------------------------------------------------------------------
-    def write_outputs(self, history, log=print):
-        """``trials.csv``, ``best.yaml``, ``best.json``; prints the table sorted by the validation metric."""
+    def write_outputs(self, history, log=print, total=None):
+        """``trials.csv``, ``best.yaml``, ``best.json``; prints the table sorted by the validation metric.
+        With ``total`` (the search's size), trials not run yet (``--trials``) are named in the log and files."""
         ok = sorted((t for t in history if t["status"] == "ok"), key=lambda t: t["valid_score"], reverse=self.bigger)
         failed = [t for t in history if t["status"] != "ok"]
         keys = list(self.space)
@@ -293,6 +294,11 @@ class Study:
         for t in ok:
             lines.append("  ".join([f"{t['trial'] + 1:>5}", *[f"{_short(t['params'][k]):>{width}}" for k in keys],
                                     f"{t['valid_score']:>8.4f}", f"{t['epochs']:>6}"]))
+        done = {t["trial"] for t in history}
+        missing = [i + 1 for i in range(total or 0) if i not in done]
+        pending = f"; trials {', '.join(map(str, missing))} of {total} not run yet" if missing else ""
+        if pending:
+            lines.append(f"only the finished trials are compared{pending}")
         log("\n".join(lines))
         best = self.best(history)
         if best is None:
@@ -301,7 +307,7 @@ class Study:
         settings = {k: v for k, v in self.overrides.items() if k not in _LOCATION_KEYS and k != "seed"}
         settings.update(best["params"])
         header = (f"# Best of {len(ok)} trials ({self.algo} search over {self.space_file}) for {self.model} on "
-                  f"{self.dataset},\n# chosen on validation {self.metric} = {best['valid_score']:.4f} (trial "
+                  f"{self.dataset}{pending},\n# chosen on validation {self.metric} = {best['valid_score']:.4f} (trial "
                   f"{best['trial'] + 1}). Test of this trial: "
                   + ", ".join(f"{k} {v:.4f}" for k, v in best["test"].items())
                   + f".\n# Use: python run_s4rec.py --dataset={self.dataset} --model={self.model} "
@@ -311,7 +317,8 @@ class Study:
         summary = {"model": self.model, "dataset": self.dataset, "algo": self.algo, "space_file": self.space_file,
                    "valid_metric": self.metric, "best_trial": best["trial"], "params": best["params"],
                    "valid": best["valid"], "test": best["test"], "checkpoint": best["checkpoint"],
-                   "settings": plain(settings), "n_trials": len(history), "n_failed": len(failed)}
+                   "settings": plain(settings), "n_trials": len(history), "n_failed": len(failed),
+                   "not_run": missing}
         atomic_write_text(self.dir / "best.json", json.dumps(summary, indent=2) + "\n")
         log(f"chosen: trial {best['trial'] + 1} (validation {self.metric} {best['valid_score']:.4f}); its test: "
             + ", ".join(f"{k} {v:.4f}" for k, v in best["test"].items()))
@@ -391,7 +398,7 @@ def tune(space_file, model, dataset, algo="tpe", max_trials=None, config_files=(
 
         run_waves(study, history, max_trials, ray_address, concurrency, cpus_per_trial, log)
         history = study.trials()
-    return study.write_outputs(history, log)
+    return study.write_outputs(history, log, total=max_trials)
 
 
 def _best_so_far(study, history):

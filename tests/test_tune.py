@@ -179,13 +179,16 @@ def test_a_search_split_by_trials_merges_into_the_whole_search(tmp_path, tiny_da
     T.tune(space, "SASRec", "tiny", results_dir=tmp_path / "a", trials="4", **common)
     a_dir = next((tmp_path / "a").glob("tune-*"))
     assert [p.name for p in (a_dir / "trials").glob("*.json")] == ["trial-0003.json"]
+    assert "trials 1, 2, 3 of 4 not run yet" in (a_dir / "best.yaml").read_text().splitlines()[0]
+    assert json.loads((a_dir / "best.json").read_text())["not_run"] == [1, 2, 3]
     T.tune(space, "SASRec", "tiny", results_dir=tmp_path / "b", trials="3,1,2,1", **common)
     b_dir = next((tmp_path / "b").glob("tune-*"))
     assert a_dir.name == b_dir.name  # --trials is not part of the search's identity
     (b_dir / "trials" / "trial-0003.json").write_text((a_dir / "trials" / "trial-0003.json").read_text())
     capsys.readouterr()
     merged = T.tune(space, "SASRec", "tiny", results_dir=tmp_path / "b", **common)
-    assert "4 of 4 trials already done" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "4 of 4 trials already done" in out and "not run yet" not in out
     assert merged == whole
 
     def records(folder):
