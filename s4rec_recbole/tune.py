@@ -13,13 +13,14 @@ A space file maps configuration keys to one distribution each::
 
 Every trial is one ordinary training run (``runner.run``) with the space's values as overrides. The
 search is stored under ``results/tune-<model>-<dataset>-<algo>-<key>/`` (the key hashes everything the
-command fixes except ``--max_trials`` and ``--backend``): ``trials/trial-NNNN.json`` is written atomically
-when a trial ends, so the same command run again after a kill continues with the trials that are not
-there yet (a trial killed mid-training continues from its ``.last.pth``, as a comparison's runs do),
-and a larger ``--max_trials`` extends a finished search. ``--trials=2,4`` (grid and random searches) runs only
-those trial numbers, whose parameters are fixed before any training: a search split over machines or sessions
-is merged by copying the parts' ``trials/`` records into one folder and running the command again. Trials are ranked by the validation metric
-(``valid_metric``) only; test metrics are shown for the chosen trial alone, at the end.
+command fixes except ``--max_trials``, ``--trials`` and ``--backend``): ``trials/trial-NNNN.json`` is written
+atomically when a trial ends, so the same command run again after a kill continues with the trials that are
+not there yet (a trial killed mid-training continues from its ``.last.pth``, as a comparison's runs do), and a
+larger ``--max_trials`` extends a finished search. ``--trials=2,4`` (grid and random searches) runs only those
+trial numbers, whose parameters are fixed before any training: a search split over machines or sessions is
+merged by copying the parts' ``trials/`` records into one folder and running the command again. Trials are
+ranked by the validation metric (``valid_metric``) only; test metrics are shown for the chosen trial alone, at
+the end.
 Outputs: ``trials.csv`` (parameters and validation metrics of every trial), ``best.yaml`` (a config
 file for ``--config_files``) and ``best.json``.
 """
