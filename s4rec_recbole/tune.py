@@ -380,17 +380,10 @@ def tune(space_file, model, dataset, algo="tpe", max_trials=None, config_files=(
     for t in history:
         log(study.describe(t, max_trials))
     if backend == "local":
-        while True:
-            done = {t["trial"] for t in history}
-            if wanted is None:
-                if len(history) >= max_trials:
-                    break
-                (index, params), = study.next_params(history, 1)
-            else:
-                index = next((i for i in wanted if i not in done), None)
-                if index is None:
-                    break
-                params = study.params_at(index)
+        done = {t["trial"] for t in history}
+        for index in [i for i in (range(max_trials) if wanted is None else wanted) if i not in done]:
+            # a tpe search has no gaps (no --trials): its next trial is always the next index
+            params = study.next_params(history, 1)[0][1] if algo == "tpe" else study.params_at(index)
             record = study.run_trial(index, params)
             history.append(record)
             log(study.describe(record, max_trials) + _best_so_far(study, history))
