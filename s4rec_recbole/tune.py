@@ -243,9 +243,21 @@ class Study:
         atomic_write_text(self.dir / "trials" / f"trial-{index:04d}.json", json.dumps(record, indent=1) + "\n")
         return record
 
-    def params_at(self, index):
-        """The parameters of trial ``index`` of a grid or random search (fixed before any training)."""
-        return self.grid[index] if self.grid is not None else random_params(self.space, self.seed, index)
+    def params_at(self, index, history=()):
+        """The parameters of trial ``index``.
+
+        Grid and random searches fix them before any training. A tpe search draws them from the finished
+        ``history`` and has no gaps, so ``index`` must be the trial after the last finished one.
+        """
+        if self.algo == "grid":
+            return self.grid[index]
+        if self.algo == "random":
+            return random_params(self.space, self.seed, index)
+        following = max((t["trial"] for t in history), default=-1) + 1
+        if index != following:
+            raise ValueError(f"tpe trial {index + 1} asked for, but the next trial after the history is "
+                             f"{following + 1}")
+        return suggest(self.space, self.algo, history, 1, self.seed, self.bigger)[0]
 
     def next_params(self, history, n):
         """Up to ``n`` parameter sets to try next (grid and random: the lowest trials not done yet)."""
@@ -382,9 +394,7 @@ def tune(space_file, model, dataset, algo="tpe", max_trials=None, config_files=(
     if backend == "local":
         done = {t["trial"] for t in history}
         for index in [i for i in (range(max_trials) if wanted is None else wanted) if i not in done]:
-            # a tpe search has no gaps (no --trials): its next trial is always the next index
-            params = study.next_params(history, 1)[0][1] if algo == "tpe" else study.params_at(index)
-            record = study.run_trial(index, params)
+            record = study.run_trial(index, study.params_at(index, history))
             history.append(record)
             log(study.describe(record, max_trials) + _best_so_far(study, history))
     else:

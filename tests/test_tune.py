@@ -77,6 +77,26 @@ def test_tpe_suggestions_are_deterministic_and_use_the_history():
     assert len(wave) == 3 and len({T.params_key(p) for p in wave}) == 3
 
 
+def test_each_tpe_trial_is_drawn_from_the_trials_before_it(tmp_path, tiny_data_path, monkeypatch):
+    def fake_run(model, dataset, config_files, overrides, results_dir, result_name, show_test, resume=None):
+        score = overrides["n_layers"] / 10 + overrides["learning_rate"]
+        return {"best_valid": {"ndcg@20": score}, "test": {"ndcg@20": score}, "best_valid_score": score,
+                "epochs_run": 1, "checkpoint": None}
+
+    monkeypatch.setattr(T, "run", fake_run)
+    space = space_file(tmp_path, "n_layers: {choice: [1, 2]}\nlearning_rate: {loguniform: [1.0e-4, 1.0e-2]}\n")
+    common = dict(overrides={"data_path": str(tiny_data_path)}, results_dir=tmp_path / "res")
+    T.tune(space, "SASRec", "tiny", algo="tpe", max_trials=4, **common)
+    study = T.Study(space, "SASRec", "tiny", "tpe", **common)
+    trials = study.trials()
+    assert [t["trial"] for t in trials] == [0, 1, 2, 3]
+    for i, t in enumerate(trials):
+        assert t["params"] == T.suggest(study.space, "tpe", trials[:i], 1, study.seed)[0] == study.params_at(
+            i, trials[:i]) == study.next_params(trials[:i], 1)[0][1]
+    with pytest.raises(ValueError, match="tpe trial 2 asked for, but the next trial after the history is 5"):
+        study.params_at(1, trials)
+
+
 @pytest.mark.parametrize("algo", ["grid", "random", "tpe"])
 def test_three_trial_search(tiny_data_path, tmp_path, algo, capsys):
     text = "n_layers: {choice: [1, 2, 3]}\n" if algo == "grid" else \
