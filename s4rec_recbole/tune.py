@@ -253,11 +253,11 @@ class Study:
             return self.grid[index]
         if self.algo == "random":
             return random_params(self.space, self.seed, index)
-        following = max((t["trial"] for t in history), default=-1) + 1
+        ((following, params),) = self.next_params(history, 1)
         if index != following:
             raise ValueError(f"tpe trial {index + 1} asked for, but the next trial after the history is "
                              f"{following + 1}")
-        return suggest(self.space, self.algo, history, 1, self.seed, self.bigger)[0]
+        return params
 
     def next_params(self, history, n):
         """Up to ``n`` parameter sets to try next (grid and random: the lowest trials not done yet)."""
