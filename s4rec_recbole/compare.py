@@ -8,7 +8,8 @@ run that was killed mid-training continues from its ``saved/*.last.pth`` (same c
 state), so a long comparison can span several sessions by re-running the same command.
 The table (Markdown and CSV) gives test HR/NDCG@5/10/20 overall, on head users (the longest
 ``head_ratio`` of training sequences) and on tail users, as mean +- std over seeds, marks the best model
-per column, and adds a paired t-test over users of the first model against each other one, and the first
+per column, and adds the ratio of the first model's mean to each other one's (from unrounded means), a
+paired t-test over users of the first model against each other one, and the first
 model's relative gain over each other one on tail and on head users with a stratified bootstrap interval of
 their difference (the paper's claim: the gain is larger on tail users).
 """
@@ -239,6 +240,11 @@ def head_rates(run):
     return [float(head[cluster == c].mean()) for c in np.unique(cluster)]
 
 
+def ratio(a, b):
+    """``a / b``; NaN when ``b`` is 0 (a model that never hit)."""
+    return a / b if b else float("nan")
+
+
 def tables(results, topk, tests, protocol, gains=None):
     """Markdown table text and CSV rows."""
     agg = {m: aggregate(r, topk) for m, r in results.items()}
@@ -268,6 +274,9 @@ def tables(results, topk, tests, protocol, gains=None):
         if model in tests:
             for m in metrics:
                 row[f"p {m}"] = tests[model][m]
+        if model != first:
+            for m in metrics:
+                row[f"ratio {m}"] = ratio(agg[first]["overall"][m][0], agg[model]["overall"][m][0])
         for m, g in (gains or {}).get(model, {}).items():
             row[f"tail gain {m}"], row[f"head gain {m}"] = g["tail"], g["head"]
             row[f"tail-head {m} low"], row[f"tail-head {m} high"], row[f"tail-head p {m}"] = g["low"], g["high"], g["p"]
@@ -276,6 +285,11 @@ def tables(results, topk, tests, protocol, gains=None):
         md += ["", f"Paired t-test over users (overall, per-user metric averaged over seeds): p-value of {first} vs",
                "", "| model | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 1)]
         md += [f"| {other} | " + " | ".join(f"{tests[other][m]:.2e}" for m in metrics) + " |" for other in tests]
+    if len(results) > 1:
+        md += ["", f"Ratio of {first}'s overall mean to each model's (means over seeds, unrounded; > 1: {first} higher)",
+               "", "| model | " + " | ".join(metrics) + " |", "|" + "---|" * (len(metrics) + 1)]
+        md += [f"| {row['model']} | " + " | ".join(f"{row[f'ratio {m}']:.3f}" for m in metrics) + " |"
+               for row in rows if row["model"] != first]
     if gains:
         md += gains_markdown(gains, first, topk)
     return "\n".join(md) + "\n", rows

@@ -36,6 +36,8 @@ def test_comparison_table_resume_and_plots(tiny_data_path, tmp_path, monkeypatch
     assert [r["model"] for r in rows] == ["S4Rec", "SASRec", "ICLRec"]
     tail = [r["test_by_group"]["tail"]["hit@5"] for r in runs["S4Rec"]]
     assert float(rows[0]["tail hit@5 mean"]) == pytest.approx(sum(tail) / len(tail), abs=1e-4)
+    mean = lambda model: np.mean([r["test_by_group"]["overall"]["hit@10"] for r in runs[model]])
+    assert float(rows[2]["ratio hit@10"]) == pytest.approx(mean("S4Rec") / mean("ICLRec")) and "Ratio of S4Rec" in md
     assert set(out["gains"]) == {"SASRec", "ICLRec"} and "| SASRec | ndcg@20 |" in md
     assert rows[1]["tail gain hit@5"] != "" and rows[0].get("tail gain hit@5", "") == ""
     for png in ("cluster-head-rate", "head-tail"):
@@ -153,6 +155,20 @@ def test_run_key_ignores_settings_that_leave_a_run_as_before(tiny_data_path, tmp
     (runs / "S4Rec-tiny-seed1-broken.json").write_text("{")
     assert cmp.stored_run(runs, "S4Rec-tiny-seed1-", cmp.run_key(config)).name == "S4Rec-tiny-seed1-oldkey.json"
     assert cmp.stored_run(runs, "S4Rec-tiny-seed1-", key("S4Rec", aux_warmup=2)) is None
+
+
+def test_ratio_table_uses_unrounded_means():
+    def fake(hit5):
+        group = {"hit@5": hit5, "ndcg@5": hit5 / 2}
+        return {"test_by_group": {"overall": group, "head": group, "tail": group,
+                                  "users": {"overall": 3, "head": 1, "tail": 2}}, "head_min_length": 8}
+
+    results = {"A": [fake(0.02751), fake(0.02749)], "B": [fake(0.026241)], "C": [fake(0.0)]}
+    md, rows = cmp.tables(results, (5,), {}, "history masked")
+    assert rows[1]["ratio hit@5"] == pytest.approx(0.0275 / 0.026241)       # 1.048, where 0.0275 / 0.0262 = 1.050
+    assert "| B | 1.048 | 1.048 |" in md and "ratio hit@5" not in rows[0]
+    assert np.isnan(rows[2]["ratio ndcg@5"]) and "| C | nan | nan |" in md
+    assert "Ratio of A's overall mean" not in cmp.tables({"A": results["A"]}, (5,), {}, "history masked")[0]
 
 
 def test_tail_head_gains_bootstrap():
