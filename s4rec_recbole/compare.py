@@ -240,6 +240,59 @@ def head_rates(run):
     return [float(head[cluster == c].mean()) for c in np.unique(cluster)]
 
 
+def cluster_mixing(run):
+    """How much a run's clusters sort test users by length (``None`` without clusters).
+
+    ``spread`` is the size-weighted standard deviation of the per-cluster head fraction around the
+    overall one, ``p``; small clusters can reach 0 or 1 by chance, so it is set against ``random``, its
+    root-mean-square value when the same users are dealt at random into clusters of the same sizes,
+    ``sqrt(p (1 - p) (K - 1) / (N - 1))`` for K non-empty clusters and N users (exact, hypergeometric).
+    ``ratio`` = spread / random is 1 for clusters as mixed as chance and grows as clusters separate
+    head from tail users; ``p_value`` is the chi-square test of independence of cluster and head/tail
+    (statistic ``N spread^2 / (p (1 - p))``, K - 1 degrees of freedom)."""
+    pu = run.get("per_user") or {}
+    if pu.get("cluster") is None:
+        return None
+    cluster = np.asarray(pu["cluster"])
+    head = (np.asarray(pu["length"]) >= run["head_min_length"]).astype(float)
+    if cluster.shape != head.shape or cluster.ndim != 1:
+        raise ValueError(f"per-user cluster {cluster.shape} and length {head.shape}: expected two equal 1-d arrays")
+    n, share = len(head), head.mean()
+    _, index = np.unique(cluster, return_inverse=True)
+    sizes, heads = np.bincount(index), np.bincount(index, weights=head)
+    k = len(sizes)
+    spread = float(np.sqrt(np.sum(sizes * (heads / sizes - share) ** 2) / n))
+    var = share * (1 - share)
+    random = float(np.sqrt(var * (k - 1) / (n - 1))) if n > 1 else 0.0
+    if var == 0 or k < 2:  # every user head (or tail), or one cluster: nothing to sort
+        return {"clusters": k, "users": n, "head_share": float(share), "spread": spread, "random": random,
+                "ratio": float("nan"), "p_value": 1.0}
+    chi2 = n * spread ** 2 / var
+    return {"clusters": k, "users": n, "head_share": float(share), "spread": spread, "random": random,
+            "ratio": spread / random, "p_value": float(stats.chi2.sf(chi2, k - 1))}
+
+
+def mixing_markdown(results):
+    """Markdown lines of the cluster-mixing table (mean over a model's seeds; the largest p)."""
+    mixing = {m: [x for x in map(cluster_mixing, runs) if x] for m, runs in results.items()}
+    mixing = {m: v for m, v in mixing.items() if v}
+    if not mixing:
+        return [], {}
+    md = ["", "Clusters vs user length (test users; mean over seeds): size-weighted std of the head fraction per "
+          "cluster (spread), its value when users are dealt into clusters of the same sizes at random, their ratio "
+          "(1: as mixed as chance) and the chi-square test of cluster x head/tail independence (largest p over seeds)",
+          "", "| model | clusters | head share | spread | random | ratio | p |", "|---|---|---|---|---|---|---|"]
+    summary = {}
+    for model, xs in mixing.items():
+        s = {key: float(np.mean([x[key] for x in xs])) for key in ("clusters", "head_share", "spread", "random",
+                                                                    "ratio")}
+        s["p_value"] = max(x["p_value"] for x in xs)
+        summary[model] = s
+        md.append(f"| {model} | {s['clusters']:.0f} | {s['head_share']:.3f} | {s['spread']:.3f} | {s['random']:.3f} "
+                  f"| {s['ratio']:.2f} | {s['p_value']:.2g} |")
+    return md, summary
+
+
 def ratio(a, b):
     """``a / b``; NaN when ``b`` is 0 (a model that never hit)."""
     return a / b if b else float("nan")
@@ -292,6 +345,11 @@ def tables(results, topk, tests, protocol, gains=None):
                for row in rows if row["model"] != first]
     if gains:
         md += gains_markdown(gains, first, topk)
+    mixing_md, mixing = mixing_markdown(results)
+    md += mixing_md
+    for row in rows:
+        for key, value in mixing.get(row["model"], {}).items():
+            row[f"cluster {key}"] = value
     return "\n".join(md) + "\n", rows
 
 

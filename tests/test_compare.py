@@ -40,6 +40,9 @@ def test_comparison_table_resume_and_plots(tiny_data_path, tmp_path, monkeypatch
     assert float(rows[2]["ratio hit@10"]) == pytest.approx(mean("S4Rec") / mean("ICLRec")) and "Ratio of S4Rec" in md
     assert set(out["gains"]) == {"SASRec", "ICLRec"} and "| SASRec | ndcg@20 |" in md
     assert rows[1]["tail gain hit@5"] != "" and rows[0].get("tail gain hit@5", "") == ""
+    mixing_table = md.split("Clusters vs user length")[1]
+    assert "| S4Rec |" in mixing_table and "| ICLRec |" in mixing_table and "| SASRec |" not in mixing_table
+    assert float(rows[0]["cluster ratio"]) > 0 and rows[1].get("cluster ratio", "") == ""
     for png in ("cluster-head-rate", "head-tail"):
         assert open(f"{prefix}-{png}.png", "rb").read(4) == b"\x89PNG"
     assert len(list((tmp_path / "res" / "runs").glob("*.json"))) == 6
@@ -60,6 +63,47 @@ def test_head_rates():
     run = {"per_user": {"cluster": [0, 0, 1, 1, 1], "length": [20, 3, 20, 20, 3]}, "head_min_length": 10}
     assert cmp.head_rates(run) == [0.5, pytest.approx(2 / 3)]
     assert cmp.head_rates({"per_user": {"cluster": None}}) is None
+
+
+def test_cluster_mixing_by_hand_and_against_scipy():
+    from scipy import stats
+
+    run = {"per_user": {"cluster": [0, 0, 1, 1, 1], "length": [20, 3, 20, 20, 3]}, "head_min_length": 10}
+    mix = cmp.cluster_mixing(run)
+    # head share 0.6; cluster head fractions 0.5 (2 users) and 2/3 (3 users)
+    assert mix["clusters"] == 2 and mix["head_share"] == pytest.approx(0.6)
+    assert mix["spread"] == pytest.approx(np.sqrt((2 * 0.1 ** 2 + 3 * (1 / 15) ** 2) / 5))
+    assert mix["random"] == pytest.approx(np.sqrt(0.6 * 0.4 * 1 / 4))
+    table = [[1, 1], [2, 1]]  # (head, tail) users of clusters 0 and 1
+    assert mix["p_value"] == pytest.approx(stats.chi2_contingency(table, correction=False)[1])
+    assert cmp.cluster_mixing({"per_user": {"cluster": None}}) is None
+    with pytest.raises(ValueError, match="per-user cluster .* and length"):
+        cmp.cluster_mixing({"per_user": {"cluster": [0, 1], "length": [1, 2, 3]}, "head_min_length": 2})
+
+
+def test_cluster_mixing_chance_level_and_separation():
+    rng = np.random.default_rng(0)
+    n = 3000
+    length = np.where(rng.random(n) < 0.25, 20, 3)
+    sizes = np.array([1000, 700, 500, 400, 200, 120, 50, 20, 10])  # unequal, some tiny
+    cluster = np.repeat(np.arange(len(sizes)), sizes)
+    base = {"head_min_length": 10}
+    # the closed-form random level is the root-mean-square spread over random deals of the same sizes
+    spreads = [cmp.cluster_mixing({**base, "per_user": {"cluster": cluster, "length": rng.permutation(length)}})
+               for _ in range(400)]
+    rms = np.sqrt(np.mean([m["spread"] ** 2 for m in spreads]))
+    assert rms == pytest.approx(spreads[0]["random"], rel=0.05)
+    assert 0.8 < np.mean([m["ratio"] for m in spreads]) < 1.1
+    assert np.mean([m["p_value"] < 0.05 for m in spreads]) < 0.1  # the test holds its level under chance
+    # clusters that are all head or all tail: far from chance
+    order = np.argsort(-length, kind="stable")
+    sorted_run = {**base, "per_user": {"cluster": cluster, "length": length[order]}}
+    mix = cmp.cluster_mixing(sorted_run)
+    assert mix["ratio"] > 10 and mix["p_value"] < 1e-12
+    chance_run = {**base, "per_user": {"cluster": cluster, "length": length}}
+    md, summary = cmp.mixing_markdown({"sorted": [sorted_run], "chance": [chance_run],
+                                       "none": [{"per_user": {"cluster": None}}]})
+    assert list(summary) == ["sorted", "chance"] and any(line.startswith("| sorted | 9 |") for line in md)
 
 
 def test_cli_comparison_arguments(tmp_path, capsys):
