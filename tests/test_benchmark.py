@@ -2,6 +2,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pytest
+
 from conftest import REPO
 
 
@@ -240,3 +243,43 @@ def test_distill_diag_reports_teacher_and_student_entropies(tiny_data_path, tmp_
             assert e.code == 2
         err = capsys.readouterr().err
         assert message in err, err
+
+
+def test_length_probe_auc_on_separable_and_random_embeddings():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import length_probe
+
+    rng = np.random.default_rng(0)
+    is_head = rng.random(600) < 0.25
+    noise = rng.normal(size=(600, 8))
+    assert 0.4 < length_probe.probe_auc(noise, is_head) < 0.6       # nothing to read: chance
+    signal = noise.copy()
+    signal[:, 3] += 3.0 * is_head                                   # one direction carries the label
+    assert length_probe.probe_auc(signal, is_head) > 0.95
+
+
+def test_length_probe_on_checkpoints(tiny_data_path, tmp_path, capsys):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import length_probe
+
+    from conftest import tiny_overrides
+    from s4rec_recbole.runner import run
+
+    over = tiny_overrides(tiny_data_path, tmp_path, n_clusters=8)
+    s4 = run("S4Rec", "tiny", overrides=over, results_dir=tmp_path / "res")["checkpoint"]
+    noadv = run("S4Rec", "tiny", overrides=dict(over, **{"lambda": 0.0}), results_dir=tmp_path / "res")["checkpoint"]
+    over.pop("n_clusters")
+    sas = run("SASRec", "tiny", overrides=over, results_dir=tmp_path / "res")["checkpoint"]
+    capsys.readouterr()
+    assert length_probe.main([s4, noadv, sas, "--folds=3"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert len(out) == 3 and "S4Rec" in out[0] and "SASRec" in out[2]
+    aucs = [float(line.split("linear probe AUC ")[1][:5]) for line in out]
+    assert all(0 <= a <= 1 for a in aucs)
+    assert "adversary's own classifier AUC" in out[0]
+    assert "adversary" not in out[1] and "adversary" not in out[2]  # untrained (lambda 0) or absent
+    for argv, message in (([s4, "--folds=1"], "--folds=1: expected an integer >= 2"),
+                          ([str(tmp_path / "no.pth")], "no such file")):
+        with pytest.raises(SystemExit) as e:
+            length_probe.main(argv)
+        assert e.value.code == 2 and message in capsys.readouterr().err
