@@ -264,12 +264,10 @@ def cluster_mixing(run):
     spread = float(np.sqrt(np.sum(sizes * (heads / sizes - share) ** 2) / n))
     var = share * (1 - share)
     random = float(np.sqrt(var * (k - 1) / (n - 1))) if n > 1 else 0.0
+    out = {"clusters": k, "users": n, "head_share": float(share), "spread": spread, "random": random}
     if var == 0 or k < 2:  # every user head (or tail), or one cluster: nothing to sort
-        return {"clusters": k, "users": n, "head_share": float(share), "spread": spread, "random": random,
-                "ratio": float("nan"), "p_value": 1.0}
-    chi2 = n * spread ** 2 / var
-    return {"clusters": k, "users": n, "head_share": float(share), "spread": spread, "random": random,
-            "ratio": spread / random, "p_value": float(stats.chi2.sf(chi2, k - 1))}
+        return {**out, "ratio": float("nan"), "p_value": 1.0}
+    return {**out, "ratio": spread / random, "p_value": float(stats.chi2.sf(n * spread ** 2 / var, k - 1))}
 
 
 def mixing_markdown(results):

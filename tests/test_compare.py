@@ -77,6 +77,8 @@ def test_cluster_mixing_by_hand_and_against_scipy():
     table = [[1, 1], [2, 1]]  # (head, tail) users of clusters 0 and 1
     assert mix["p_value"] == pytest.approx(stats.chi2_contingency(table, correction=False)[1])
     assert cmp.cluster_mixing({"per_user": {"cluster": None}}) is None
+    all_tail = cmp.cluster_mixing({"per_user": {"cluster": [0, 1, 1], "length": [2, 3, 4]}, "head_min_length": 10})
+    assert all_tail["spread"] == 0 and np.isnan(all_tail["ratio"]) and all_tail["p_value"] == 1.0
     with pytest.raises(ValueError, match="per-user cluster .* and length"):
         cmp.cluster_mixing({"per_user": {"cluster": [0, 1], "length": [1, 2, 3]}, "head_min_length": 2})
 
