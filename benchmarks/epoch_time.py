@@ -42,6 +42,7 @@ SHIPPED = {**RANDOM, "trim_padding": False, "fused_gelu": False}  # RecBole's ba
 # (properties/dataset/<dataset>/SASRec.yaml) would otherwise make the timed encoders differ
 ENCODER = {"n_layers": 2, "hidden_dropout_prob": 0.5, "attn_dropout_prob": 0.5}
 N_CLUSTERS = 0  # --n_clusters: K of the clustering models, 0 for their defaults
+GPU = False  # --gpu: train on the GPU (steps timed with CUDA synchronisation)
 # label -> (model, overrides, autograd anomaly detection on as RecBole ships it)
 SETTINGS = {
     "SASRec (RecBole as shipped, anomaly on)": ("SASRec", {**ENCODER, **SHIPPED}, True),
@@ -67,8 +68,15 @@ def machine():
                 break
     except OSError:
         pass
-    return (f"{platform.node()}: {cpu}, {os.cpu_count()} logical cores, torch {torch.__version__} "
+    gpu = f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), " if GPU else ""
+    return (f"{platform.node()}: {gpu}{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), Python {platform.python_version()}")
+
+
+def sync():
+    """Wait for the GPU's queued work (timings of GPU runs); nothing on CPU."""
+    if GPU:
+        torch.cuda.synchronize()
 
 
 class Setting:
@@ -77,7 +85,7 @@ class Setting:
     def __init__(self, label, model, overrides, anomaly, dataset, data_path, batch_size):
         self.label, self.anomaly = label, anomaly
         over = {"data_path": str(data_path), "state": "ERROR", "show_progress": False,
-                "train_batch_size": batch_size, "use_gpu": False, **overrides}
+                "train_batch_size": batch_size, "use_gpu": GPU, **overrides}
         if N_CLUSTERS and model != "SASRec":
             over["n_clusters"] = N_CLUSTERS
         self.config = build_config(model, dataset, overrides=over)
@@ -100,14 +108,16 @@ class Setting:
         self.model.train()
         torch.autograd.set_detect_anomaly(self.anomaly)
         try:
+            sync()
             start = time.perf_counter()
             for _ in range(n):
-                batch = self.next_batch()
+                batch = self.next_batch().to(self.trainer.device)
                 self.trainer.optimizer.zero_grad()
                 losses = self.model.calculate_loss(batch)
                 loss = sum(losses) if isinstance(losses, tuple) else losses
                 loss.backward()
                 self.trainer.optimizer.step()
+            sync()
             return (time.perf_counter() - start) / n
         finally:
             torch.autograd.set_detect_anomaly(False)
@@ -116,8 +126,10 @@ class Setting:
         """Seconds of the per-epoch K-means hook (0 for models without one)."""
         if not (getattr(self.model, "clustering", None) == "kmeans" or hasattr(self.model, "intent_ids")):
             return 0.0
+        sync()
         start = time.perf_counter()
         self.model.on_epoch_start(self.trainer, self.train, 0)
+        sync()
         return time.perf_counter() - start
 
 
@@ -195,13 +207,14 @@ def main():
     parser.add_argument("--no_memory", action="store_true")
     parser.add_argument("--memory_only", action="store_true", help="only the peak-memory table")
     parser.add_argument("--profile", action="store_true", help="print torch.profiler's top ops of S4Rec")
+    parser.add_argument("--gpu", action="store_true", help="train on the GPU (default: CPU)")
     parser.add_argument("--data_path", default=str(DATASET_DIR))
     parser.add_argument("--n_clusters", type=int, default=0, help="K of the clustering models (0: their default)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results"))
     parser.add_argument("--memory_probe", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    global N_CLUSTERS
-    N_CLUSTERS = args.n_clusters
+    global N_CLUSTERS, GPU
+    N_CLUSTERS, GPU = args.n_clusters, args.gpu
     if args.threads:
         torch.set_num_threads(args.threads)
     data_path = Path(args.data_path)
@@ -289,10 +302,12 @@ def main():
 
     if args.profile:
         s = next(s for s in settings if s.label.startswith("S4Rec"))
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        activities = [torch.profiler.ProfilerActivity.CPU] + ([torch.profiler.ProfilerActivity.CUDA] if GPU else [])
+        with torch.profiler.profile(activities=activities) as prof:
             s.steps(10)
-        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15)
-        lines += ["", f"torch.profiler, 10 steps of {s.label}, top ops by self CPU time:", "", "```", table, "```"]
+        what = "self_device_time_total" if GPU else "self_cpu_time_total"
+        table = prof.key_averages().table(sort_by=what, row_limit=20)
+        lines += ["", f"torch.profiler, 10 steps of {s.label}, top ops by {what}:", "", "```", table, "```"]
 
     text = "\n".join(lines) + "\n"
     print(text)

@@ -135,6 +135,7 @@ class S4RecConfig(Config):
         "stopping_step": (1, math.inf, False, True), "eval_step": (1, math.inf, False, True),
         "MAX_ITEM_LIST_LENGTH": (2, math.inf, False, True), "length_bucket_pool": (0, math.inf, False, True),
         "head_ratio": (0, 1, True, True), "weight_decay": (0, math.inf, False, True),
+        "time_limit": (0, math.inf, False, True),
     }
 
     def _check_ranges(self):

@@ -20,8 +20,8 @@ from s4rec_recbole.data.loader import (TRAIN_SAMPLES, BucketedTrainDataLoader, S
                                        TrimmedTrainDataLoader, trims)
 from s4rec_recbole.recommend import RecommendError
 from s4rec_recbole.model import build_model, default_model, resolve_model, split_variant
-from s4rec_recbole.trainer import (best_epoch, load_project_checkpoint, S4RecTrainer, history_matrices, new_run_id,
-                                   plain, run_timings, single_process)
+from s4rec_recbole.trainer import (best_epoch, hardware, load_project_checkpoint, S4RecTrainer, history_matrices,
+                                   new_run_id, plain, run_timings, single_process)
 from s4rec_recbole.data.prepare import atomic_write_text
 from s4rec_recbole.layers import head_threshold
 from s4rec_recbole.metrics import summarize
@@ -236,6 +236,8 @@ def run(model=None, dataset=None, config_files=(), overrides=None, data_source=N
         # epochs of the whole training (the curve is kept across --resume); those of this process; the best one
         "epochs_run": max(len(trainer.curve), len(trainer.epoch_times)), "epochs_this_process": len(trainer.epoch_times),
         "best_epoch": best_epoch(trainer.curve),
+        "stopped": trainer.stopped,  # what ended this process's training (None when a checkpoint was evaluated)
+        "hardware": hardware(trainer.device),
         "timings": {"epoch_train_s": [round(t, 3) for t in trainer.epoch_times],
                     "mean_epoch_train_s": round(sum(trainer.epoch_times) / max(len(trainer.epoch_times), 1), 3),
                     "fit_s": round(fit_s, 3), "test_eval_s": round(eval_s, 3), "total_s": round(time.time() - t0, 3),

@@ -5,6 +5,9 @@
 * ``mask_history: True`` removes every item of the user's own history from the full ranking (the
   protocol of the ICLRec code the S4Rec paper follows), for every model, RecBole's own included.
 * Models may define ``on_epoch_start(trainer, train_data, epoch_idx)`` (e.g. per-epoch K-means).
+* ``time_limit: S`` (seconds, 0 = none) ends training before an epoch that would end past ``S`` seconds of this
+  process's fit (judged by the mean epoch so far); the best checkpoint is tested as after early stopping, and the
+  result's ``stopped`` says which of ``early_stopping``, ``epochs`` or ``time_limit`` ended the run.
 """
 import contextlib
 import enum
@@ -134,6 +137,21 @@ def run_timings(curve):
             "mean_epoch_train_s": round(train / len(timed), 3)}
 
 
+class _TimeLimit(Exception):
+    """Raised after an epoch when the next one would end past ``time_limit``."""
+
+
+def hardware(device):
+    """One line naming what trained: the GPU, or the CPU model and its logical cores."""
+    if getattr(device, "type", str(device)) == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}), {os.cpu_count()} CPU cores"
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    return f"{cpu}, {os.cpu_count()} logical cores, {torch.get_num_threads()} torch threads"
+
+
 def new_run_id():
     """``<date>-<time>-<6 hex>``: unique per run, also for runs started in the same second."""
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -169,6 +187,7 @@ class S4RecTrainer(Trainer):
         self._train_end = None
         self._last_loss = None
         self._history = None
+        self.stopped = None  # after fit: "early_stopping", "epochs" or "time_limit"
 
     # ----------------------------------------------------------------- checkpoints
     @property
@@ -245,6 +264,9 @@ class S4RecTrainer(Trainer):
             train_data.generator.set_state(state)
             self._train_loader_state = None
 
+        limit = float(self.config["time_limit"] or 0)
+        start, epochs = time.time(), [0]
+
         def after_epoch(epoch_idx, valid_score):
             self.curve.append({"epoch": epoch_idx, "train_loss": self._last_loss, "valid_score": float(valid_score),
                                "train_s": round(self._train_s, 3), "valid_s": round(time.time() - self._train_end, 3)})
@@ -253,9 +275,22 @@ class S4RecTrainer(Trainer):
                 self._save_last(epoch_idx, train_data)
             if callback_fn:
                 callback_fn(epoch_idx, valid_score)
+            epochs[0] += 1
+            elapsed = time.time() - start
+            stopping = self.cur_step > self.stopping_step or epoch_idx + 1 >= self.epochs
+            if limit and not stopping and elapsed * (epochs[0] + 1) / epochs[0] > limit:
+                self.logger.info(f"time_limit={limit:g} s: stopping after epoch {epoch_idx} ({elapsed:.0f} s of fit, "
+                                 f"{elapsed / epochs[0]:.0f} s per epoch)")
+                raise _TimeLimit
 
-        return super().fit(train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress,
-                           callback_fn=after_epoch)
+        try:
+            result = super().fit(train_data, valid_data, verbose=verbose, saved=saved, show_progress=show_progress,
+                                 callback_fn=after_epoch)
+        except _TimeLimit:
+            self.stopped = "time_limit"
+            return self.best_valid_score, self.best_valid_result
+        self.stopped = "early_stopping" if self.cur_step > self.stopping_step else "epochs"
+        return result
 
     # ----------------------------------------------------------------- training
     def _checked_loss(self, epoch_idx):
@@ -344,7 +379,8 @@ class S4RecTrainer(Trainer):
                 ranks.append((scores > target).sum(1).cpu())
                 users.append(interaction[self.config["USER_ID_FIELD"]].cpu())
                 if assign is not None:
-                    clusters.append(assign(interaction[self.model.ITEM_SEQ], interaction[self.model.ITEM_SEQ_LEN]).cpu())
+                    seq, seq_len = interaction[self.model.ITEM_SEQ], interaction[self.model.ITEM_SEQ_LEN]
+                    clusters.append(assign(seq.to(self.device), seq_len.to(self.device)).cpu())
         finally:
             self._history = None
         return (torch.cat(users).numpy(), torch.cat(ranks).numpy(),

@@ -1,3 +1,4 @@
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -283,3 +284,31 @@ def test_length_probe_on_checkpoints(tiny_data_path, tmp_path, capsys):
         with pytest.raises(SystemExit) as e:
             length_probe.main(argv)
         assert e.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_parallel_runs_trains_side_by_side_and_packs_results(tmp_path):
+    import json
+    import tarfile
+
+    from conftest import write_benchmark
+
+    source = write_benchmark(tmp_path / "par.txt")
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        ["bash", str(REPO / "benchmarks" / "parallel_runs.sh"), str(out), "par", "2020", "1e-6", "SASRec,CL4SRec",
+         f"--data_source={source}", f"--data_path={tmp_path / 'data'}", "--epochs=4", "--train_batch_size=64",
+         "--use_gpu=False", "--state=WARNING"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHON": sys.executable,
+                                                          "THREADS": "1"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "all 2 trainings ended" in proc.stdout
+    with tarfile.open(out / "runs.tar.gz") as tar:
+        names = tar.getnames()
+        results = [json.load(tar.extractfile(n)) for n in names if n.endswith(".json")]
+    assert sorted(r["model"] for r in results) == ["CL4SRec", "SASRec"]
+    assert {"logs/SASRec.log", "logs/CL4SRec.log"} <= set(names)
+    # the time limit ended both after their first epoch; each one's best checkpoint came back, gzipped
+    assert all(r["stopped"] == "time_limit" and r["epochs_run"] == 1 for r in results)
+    packed = sorted(p.name for p in out.glob("*.pth.gz"))
+    assert len(packed) == 2 and not any(".last." in p for p in packed)
+    assert (tmp_path / "data" / "par" / "par.inter").is_file()

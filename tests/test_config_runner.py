@@ -331,3 +331,23 @@ def test_fused_gelu_setting_builds_the_model_and_keeps_the_run_key(tiny_data_pat
     assert acts[True, "key"] == acts[False, "key"]  # float rounding only: finished runs and checkpoints still match
     with pytest.raises(ConfigError, match="fused_gelu"):
         build_config(model, "tiny", overrides=tiny_overrides(tiny_data_path, fused_gelu=3, **extra))
+
+
+def test_time_limit_stops_between_epochs_and_tests_the_best_checkpoint(tiny_data_path, tmp_path):
+    over = tiny_overrides(tiny_data_path, tmp_path, epochs=5, n_clusters=8, time_limit=1e-6)
+    capped = run("S4Rec", "tiny", overrides=over, results_dir=tmp_path / "res")
+    # the first epoch already took longer than the limit: one epoch, then the best checkpoint's test
+    assert capped["stopped"] == "time_limit" and capped["epochs_run"] == 1 and len(capped["curve"]) == 1
+    assert capped["test"] and capped["best_epoch"] == 1 and Path(capped["checkpoint"]).is_file()
+    free = run("S4Rec", "tiny", overrides=dict(over, epochs=2, time_limit=0), results_dir=tmp_path / "res")
+    assert free["stopped"] == "epochs" and free["epochs_run"] == 2
+    # a limit that is never reached changes nothing
+    roomy = run("S4Rec", "tiny", overrides=dict(over, epochs=2, time_limit=1e6), results_dir=tmp_path / "res")
+    assert roomy["stopped"] == "epochs" and roomy["test"] == free["test"]
+    assert "logical cores" in free["hardware"] or "CUDA" in free["hardware"]
+
+
+def test_time_limit_bad_values_are_one_line_errors(tiny_data_path, tmp_path):
+    for value, message in ((-1, "time_limit=-1: expected a number in"), ("soon", "time_limit")):
+        with pytest.raises(ConfigError, match=message):
+            build_config("S4Rec", "tiny", overrides=tiny_overrides(tiny_data_path, tmp_path, time_limit=value))
