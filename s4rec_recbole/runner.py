@@ -249,6 +249,9 @@ def run(model=None, dataset=None, config_files=(), overrides=None, data_source=N
         "per_user": {"user": users.tolist(), "rank": ranks.tolist(), "length": lengths[users].tolist(),
                      "cluster": clusters.tolist() if clusters is not None else None},
         "checkpoint": evaluate or (trainer.saved_model_file if saved else None), "evaluated_from": evaluate,
+        # an evaluated checkpoint's own training: its epoch (from 0) and the curve before it (a .last.pth has every
+        # epoch; a best checkpoint is written before its epoch joins the curve)
+        **(checkpoint_training(evaluate) if evaluate else {}),
         "config": plain(config.final_config_dict),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "run_id": trainer.run_id, "resumed_from": resume,
         "log_file": log_file,
@@ -268,6 +271,12 @@ def run(model=None, dataset=None, config_files=(), overrides=None, data_source=N
             f"{(result['timings']['run'] or result['timings'])['mean_epoch_train_s']:.1f} s/epoch")
     print(f"\n{label} on {dataset}: {done}\n{table}\nresult: {out}")
     return result
+
+
+def checkpoint_training(path):
+    """``{"checkpoint_epoch", "checkpoint_curve"}`` of a checkpoint written by training."""
+    state = load_project_checkpoint(path)
+    return {"checkpoint_epoch": state.get("epoch"), "checkpoint_curve": state.get("curve") or []}
 
 
 def evaluate(checkpoint, overrides=None, data_source=None, results_dir=RESULTS_DIR):

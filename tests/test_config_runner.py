@@ -234,6 +234,13 @@ def test_evaluate_a_checkpoint_under_the_other_protocol(tiny_data_path, tmp_path
     # same weights, same protocol: the training run's numbers, and no training happened
     assert same["test"] == trained["test"] and same["best_valid"] == trained["best_valid"]
     assert same["epochs_run"] == 0 and same["evaluated_from"] == ckpt and same["curve"] == []
+    # the checkpoint's own training comes along: the best one is written before its epoch joins the curve
+    assert same["checkpoint_epoch"] == trained["best_epoch"] - 1
+    assert same["checkpoint_curve"] == trained["curve"][:trained["best_epoch"] - 1]
+    last = Path(ckpt[:-len(".pth")] + ".last.pth")
+    assert main([f"--evaluate={last}", f"--results_dir={tmp_path / 'last'}", "--state=WARNING"]) == 0
+    (from_last,) = [json.loads(p.read_text()) for p in (tmp_path / "last").glob("*.json")]
+    assert from_last["checkpoint_curve"] == trained["curve"] and from_last["checkpoint_epoch"] == 1
     assert same["test_by_group"] == trained["test_by_group"]
     from s4rec_recbole.runner import evaluate
 

@@ -101,6 +101,18 @@ def test_source_lookup_order(tmp_path, monkeypatch):
         locate_source("amazon-beauty", str(tmp_path / "nope.txt"), shared)
 
 
+def test_ml1m_prefers_the_copy_that_matches_the_download(tmp_path, monkeypatch):
+    monkeypatch.delenv(prep.SOURCE_ENV, raising=False)
+    folder = tmp_path / "shared" / "ml-1m"
+    folder.mkdir(parents=True)
+    (folder / "ml-1m.txt").write_text("1 1 2 3 4\n")
+    assert locate_source("ml-1m", None, tmp_path / "shared") == folder / "ml-1m.txt"
+    (folder / "ml-1m_item5core.txt").write_text("1 1 2 3\n")
+    assert locate_source("ml-1m", None, tmp_path / "shared") == folder / "ml-1m_item5core.txt"
+    assert locate_source("ml-1m", str(folder), None) == folder / "ml-1m_item5core.txt"  # a folder: the same order
+    assert locate_source("ml-1m", str(folder / "ml-1m.txt"), None) == folder / "ml-1m.txt"  # a file: that file
+
+
 def test_offline_without_source_is_one_line_error(tmp_path, monkeypatch):
     monkeypatch.delenv(prep.SOURCE_ENV, raising=False)
 

@@ -34,11 +34,18 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class BenchmarkSource:
-    """Where a known benchmark comes from. ``sha256`` is None where no checksum is published."""
+    """Where a known benchmark comes from. ``sha256`` is None where no checksum is published. ``local_filename``,
+    where set, is the name of a local copy to take before ``filename`` (in the shared folder or a --data_source
+    folder): one rebuilt to match the downloaded file where the shared ``filename`` is another version."""
 
     filename: str
     url: str
     sha256: Optional[str]
+    local_filename: Optional[str] = None
+
+    def candidates(self):
+        """File names to look for in a folder, preferred first."""
+        return tuple(n for n in (self.local_filename, self.filename) if n)
 
 
 KNOWN_DATASETS = {
@@ -50,7 +57,9 @@ KNOWN_DATASETS = {
         "2a095e0648872beb9982408958290f5d655db5be2911c3756b5446de9f0b8de2"),
     "amazon-toys-games": BenchmarkSource("Toys_and_Games.txt", _ICLREC_DATA + "Toys_and_Games.txt", None),
     "yelp": BenchmarkSource("Yelp.txt", _ICLREC_DATA + "Yelp.txt", None),
-    "ml-1m": BenchmarkSource("ml-1m.txt", _ICLREC_DATA + "ml-1m.txt", None),
+    # ICLRec's ml-1m.txt has 3,416 items (items with < 5 ratings dropped); the shared ml-1m.txt keeps all 3,706 and
+    # ml-1m_item5core.txt beside it matches ICLRec's statistics (../shared/datasets/ml-1m/SOURCE.md)
+    "ml-1m": BenchmarkSource("ml-1m.txt", _ICLREC_DATA + "ml-1m.txt", None, local_filename="ml-1m_item5core.txt"),
 }
 
 SHARED_DATASETS = Path(__file__).resolve().parents[2].parent / "shared" / "datasets"
@@ -181,14 +190,15 @@ def locate_source(name: str, data_source=None, shared_dir=SHARED_DATASETS) -> Op
         if p.is_dir():
             if known is None:
                 raise DataError(f"{origin}={given}: is a folder; expected the dataset file itself for unknown dataset {name!r}")
-            p = p / known.filename
+            p = next((p / n for n in known.candidates() if (p / n).is_file()), p / known.filename)
         if not p.is_file():
             raise DataError(f"{origin}={given}: no such file; expected a one-line-per-user benchmark file")
         return p
     if known is not None and shared_dir is not None:
-        p = Path(shared_dir) / name / known.filename
-        if p.is_file():
-            return p
+        for filename in known.candidates():
+            p = Path(shared_dir) / name / filename
+            if p.is_file():
+                return p
     return None
 
 
