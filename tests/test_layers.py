@@ -317,6 +317,21 @@ def test_fast_dropout_matches_dropout_semantics():
     with pytest.raises(ValueError, match="dropout probability 1.0"):
         FastDropout(1.0)
 
+
+def test_fast_dropout_leaves_other_devices_to_torchs_fused_dropout(monkeypatch):
+    from s4rec_recbole.layers import FastDropout
+
+    calls = []
+    real = torch.nn.functional.dropout
+    monkeypatch.setattr(torch.nn.functional, "dropout", lambda x, p, training: calls.append((x.device.type, p)) or
+                        real(x, p, training))
+    drop = FastDropout(0.3).train()
+    out = drop(torch.ones(4, 8, device="meta"))  # any non-CPU device: no tensor data needed
+    assert out.shape == (4, 8) and out.device.type == "meta" and calls == [("meta", 0.3)]
+    drop(torch.ones(4, 8))  # CPU keeps the cheap mask
+    assert calls == [("meta", 0.3)]
+
+
 # ---------------------------------------------------------------- fused GELU
 
 
@@ -340,3 +355,4 @@ def test_fused_gelu_is_recboles_gelu_in_one_kernel():
     assert torch.allclose(out, ref, atol=1e-5) and torch.allclose(g_out, g_ref, atol=1e-5)
     z = torch.linspace(-6, 6, 1001)
     assert (torch.nn.functional.gelu(z) - FeedForward.gelu(ffn, z)).abs().max() < 2e-6  # the exact (erf) GELU
+
