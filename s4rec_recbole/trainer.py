@@ -278,7 +278,7 @@ class S4RecTrainer(Trainer):
             epochs[0] += 1
             elapsed = time.time() - start
             stopping = self.cur_step > self.stopping_step or epoch_idx + 1 >= self.epochs
-            if limit and not stopping and elapsed * (epochs[0] + 1) / epochs[0] > limit:
+            if limit and not stopping and self._any_rank(elapsed * (epochs[0] + 1) / epochs[0] > limit):
                 self.logger.info(f"time_limit={limit:g} s: stopping after epoch {epoch_idx} ({elapsed:.0f} s of fit, "
                                  f"{elapsed / epochs[0]:.0f} s per epoch)")
                 raise _TimeLimit
@@ -291,6 +291,16 @@ class S4RecTrainer(Trainer):
             return self.best_valid_score, self.best_valid_result
         self.stopped = "early_stopping" if self.cur_step > self.stopping_step else "epochs"
         return result
+
+    def _any_rank(self, flag):
+        """``flag`` of this process, or with several processes whether any rank has it (all ranks agree)."""
+        if self.config["single_spec"]:
+            return flag
+        import torch.distributed as dist
+
+        t = torch.tensor([int(flag)], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item())
 
     # ----------------------------------------------------------------- training
     def _checked_loss(self, epoch_idx):

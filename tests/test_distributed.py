@@ -155,6 +155,39 @@ def test_two_process_epoch_trains_and_evaluates_like_one_process(tiny_data_path,
     assert dict(single) == result["test"]
 
 
+def _any_rank_worker(rank, world, init_file, out_dir):
+    from types import SimpleNamespace
+
+    from s4rec_recbole.trainer import S4RecTrainer
+
+    _init(rank, world, init_file)
+    fake = SimpleNamespace(config={"single_spec": False}, device=torch.device("cpu"))
+    only_rank0 = S4RecTrainer._any_rank(fake, rank == 0)  # e.g. only rank 0 has run past the time limit
+    nobody = S4RecTrainer._any_rank(fake, False)
+    torch.save({"only_rank0": torch.tensor(only_rank0), "nobody": torch.tensor(nobody)},
+               os.path.join(out_dir, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+def test_any_rank_makes_every_rank_agree(tmp_path):
+    ranks = spawn(_any_rank_worker, tmp_path)
+    assert all(r["only_rank0"].item() is True and r["nobody"].item() is False for r in ranks)
+
+
+def test_two_process_time_limit_stops_every_rank_together(tiny_data_path, tmp_path):
+    """`--time_limit` with `--nproc=2`: the ranks agree (all-reduce) to stop after the first epoch; no rank hangs."""
+    cmd = [sys.executable, str(REPO / "run_s4rec.py"), "--dataset=tiny", "--model=S4Rec", "--nproc=2",
+           f"--data_path={tiny_data_path}", "--epochs=5", "--n_clusters=8", "--train_batch_size=32",
+           "--time_limit=1e-6", f"--results_dir={tmp_path / 'res'}", f"--checkpoint_dir={tmp_path / 'saved'}",
+           "--port=29613"]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                         timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    (result_file,) = (tmp_path / "res").glob("*.json")
+    result = json.loads(result_file.read_text())
+    assert result["stopped"] == "time_limit" and result["epochs_run"] == 1 and result["test"]
+
+
 def test_distributed_command_line_errors(capsys):
     from s4rec_recbole.runner import main
 
