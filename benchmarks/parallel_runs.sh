@@ -20,6 +20,7 @@ IFS=, read -r -a names <<< "$models"
 threads=${THREADS:-$(( $(nproc) / ${#names[@]} ))}
 [ "$threads" -ge 1 ] || threads=1
 work=$(mktemp -d /tmp/parallel-runs.XXXXXX)
+trap 'rm -rf "$work"' EXIT
 mkdir -p "$out" "$work/results" "$work/logs"
 
 # the dataset once, before the processes that would all convert it at the same time
