@@ -32,7 +32,7 @@ from s4rec_recbole.data import prepare_dataset  # noqa: E402
 from s4rec_recbole.data.prepare import atomic_write_text  # noqa: E402
 from s4rec_recbole.model import build_model  # noqa: E402
 from s4rec_recbole.runner import build_config, prepare_data  # noqa: E402
-from s4rec_recbole.trainer import S4RecTrainer  # noqa: E402
+from s4rec_recbole.trainer import S4RecTrainer, cpu_model  # noqa: E402
 
 OFF = {"alpha": 0.0, "beta1": 0.0, "beta2": 0.0, "lambda": 0.0}
 BUCKET = {"length_bucket_pool": 32}
@@ -60,14 +60,7 @@ SETTINGS = {
 
 
 def machine():
-    cpu = "unknown CPU"
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_model()
     gpu = f"{torch.cuda.get_device_name()} (CUDA {torch.version.cuda}), " if GPU else ""
     return (f"{platform.node()}: {gpu}{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), Python {platform.python_version()}")

@@ -141,15 +141,19 @@ class _TimeLimit(Exception):
     """Raised after an epoch when the next one would end past ``time_limit``."""
 
 
+def cpu_model():
+    """The CPU's model name from /proc/cpuinfo ("unknown CPU" where there is none)."""
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "unknown CPU")
+    return "unknown CPU"
+
+
 def hardware(device):
     """One line naming what trained: the GPU, or the CPU model and its logical cores."""
     if getattr(device, "type", str(device)) == "cuda":
         return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda}), {os.cpu_count()} CPU cores"
-    cpu = "unknown CPU"
-    with contextlib.suppress(OSError):
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    return f"{cpu}, {os.cpu_count()} logical cores, {torch.get_num_threads()} torch threads"
+    return f"{cpu_model()}, {os.cpu_count()} logical cores, {torch.get_num_threads()} torch threads"
 
 
 def new_run_id():
