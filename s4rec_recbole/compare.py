@@ -5,7 +5,9 @@
 Every (model, seed) run is stored as ``results/runs/<model>-<dataset>-seed<seed>-<config hash>.json``;
 a run whose file exists is reused, not retrained, so an interrupted comparison resumes where it stopped; a
 run that was killed mid-training continues from its ``saved/*.last.pth`` (same configuration, same random
-state), so a long comparison can span several sessions by re-running the same command.
+state), so a long comparison can span several sessions by re-running the same command. A run that
+``--time_limit`` stopped is not finished: the same command continues it from its ``.last.pth``, under this
+or any other limit.
 The table (Markdown and CSV) gives test HR/NDCG@5/10/20 overall, on head users (the longest
 ``head_ratio`` of training sequences) and on tail users, as mean +- std over seeds, marks the best model
 per column, and adds the ratio of the first model's mean to each other one's (from unrounded means), a
@@ -34,8 +36,9 @@ from s4rec_recbole.trainer import load_checkpoint, plain
 GROUPS = ("overall", "head", "tail")
 N_BOOT = 2000  # bootstrap resamples of the tail-vs-head interval
 # Settings that do not change what a run computes (beyond float rounding), left out of the resume key.
+# time_limit only decides where a process stops: a run it stopped continues under any other limit.
 VOLATILE = {"checkpoint_dir", "show_progress", "state", "gpu_id", "use_gpu", "device", "worker", "log_wandb",
-            "eval_batch_size", "data_path", "config_files", "fused_gelu"}
+            "eval_batch_size", "data_path", "config_files", "fused_gelu", "time_limit"}
 
 
 def without_neutral(settings):
@@ -121,10 +124,14 @@ def load_or_run(model, dataset, seed, config_files, overrides, runs_dir, log=pri
     key = run_key(config)
     name = f"{model}-{dataset}-seed{seed}-{key}.json"
     path = stored_run(Path(runs_dir), f"{model}-{dataset}-seed{seed}-", key)
-    if path:
+    stored = json.loads(path.read_text()) if path else None
+    if stored and stored.get("stopped") != "time_limit":
         log(f"reusing {path}")
-        return json.loads(path.read_text())
-    resume = interrupted_run(config)
+        return stored
+    resume = interrupted_run(config)  # also the .last.pth of a run that time_limit stopped
+    if stored and not resume:
+        log(f"reusing {path}: time_limit stopped it and its .last.pth is not in {config['checkpoint_dir']}")
+        return stored
     if resume:
         log(f"resuming the interrupted run {resume[0]} after epoch {resume[1]}")
     return run(model=model, dataset=dataset, config_files=config_files, overrides=over,

@@ -176,8 +176,9 @@ def test_run_key_ignores_settings_that_leave_a_run_as_before(tiny_data_path, tmp
     config = plain(build_config("S4Rec", "tiny", overrides=tiny_overrides(tiny_data_path)).final_config_dict)
     older = {k: v for k, v in config.items()
              if k not in ("aux_warmup", "global_batch_negatives", "trim_padding", "train_samples", "kmeans_redo",
-                          "kmeans_max_points_per_centroid", "ckd_space")}
+                          "kmeans_max_points_per_centroid", "ckd_space", "time_limit")}
     assert cmp.run_key(older) == cmp.run_key(config) == key("S4Rec", trim_padding=False)  # keys from before
+    assert key("S4Rec", time_limit=400) == key("S4Rec")  # where a process stops: the run continues under any limit
     assert key("S4Rec", kmeans_redo=1) == key("S4Rec")  # online clustering runs no K-means
     # K-means settings change the runs that cluster with K-means: ICLRec's and S4Rec's kmeans variant
     assert key("S4Rec", clustering="kmeans", kmeans_redo=1) != key("S4Rec", clustering="kmeans")
@@ -201,6 +202,23 @@ def test_run_key_ignores_settings_that_leave_a_run_as_before(tiny_data_path, tmp
     (runs / "S4Rec-tiny-seed1-broken.json").write_text("{")
     assert cmp.stored_run(runs, "S4Rec-tiny-seed1-", cmp.run_key(config)).name == "S4Rec-tiny-seed1-oldkey.json"
     assert cmp.stored_run(runs, "S4Rec-tiny-seed1-", key("S4Rec", aux_warmup=2)) is None
+
+
+@pytest.mark.parametrize("model, dataset, seed, key", [("S4Rec", "amazon-sports-outdoors", 2021, "5b54420181"),
+                                                        ("CL4SRec", "amazon-beauty", 2020, "3c938d669a"),
+                                                        ("ICLRec", "amazon-sports-outdoors", 2020, "34dbd14024"),
+                                                        ("SASRec", "amazon-sports-outdoors", 2022, "e214d3993d")])
+def test_published_default_runs_keep_their_key(model, dataset, seed, key):
+    """A run made with no flags but --model/--dataset/--seeds is still the run that the same command asks for:
+    a setting added to the project must not change the key of the runs recorded before it."""
+    import json
+
+    from conftest import REPO
+    from s4rec_recbole.runner import build_config
+
+    stored = json.loads((REPO / "results" / "published" / f"{model}-{dataset}-seed{seed}-{key}.json").read_text())
+    assert cmp.run_key(stored["config"]) == key
+    assert cmp.run_key(build_config(model, dataset, overrides={"seed": seed})) == key
 
 
 def test_ratio_table_uses_unrounded_means():

@@ -137,3 +137,36 @@ def test_killed_search_resumes_its_interrupted_trial(tiny_data_path, tmp_path):
     (result,) = [json.loads(p.read_text()) for p in (tmp_path / "res").glob("tune-*/runs/trial-0000.json")]
     assert trial["status"] == "ok" and trial["epochs"] == result["epochs_run"] == 3
     assert result["epochs_this_process"] == 2 and result["resumed_from"]
+
+
+def test_a_run_stopped_by_time_limit_continues_under_the_same_comparison(tiny_data_path, tmp_path):
+    """A comparison run that --time_limit stopped is continued, not reused, by the same command (under any
+    limit), ends as the uninterrupted run does, and is then reused; without its .last.pth it is reused as is."""
+    from conftest import tiny_overrides
+    from s4rec_recbole.compare import load_or_run
+
+    logs = []
+    over = tiny_overrides(tiny_data_path, tmp_path, epochs=3, n_clusters=8)
+    runs = tmp_path / "runs"
+    limited = dict(over, time_limit=1e-6)  # stops after every epoch
+    first = load_or_run("S4Rec", "tiny", 1, (), limited, runs, log=logs.append)
+    assert first["stopped"] == "time_limit" and first["epochs_run"] == 1
+    second = load_or_run("S4Rec", "tiny", 1, (), limited, runs, log=logs.append)
+    assert logs[-1].startswith("resuming the interrupted run") and second["resumed_from"]
+    assert second["stopped"] == "time_limit" and second["epochs_run"] == 2 and second["epochs_this_process"] == 1
+    third = load_or_run("S4Rec", "tiny", 1, (), over, runs, log=logs.append)  # no limit: to the end
+    assert logs[-1].startswith("resuming the interrupted run") and third["stopped"] == "epochs"
+    assert len(list(runs.glob("*.json"))) == 1  # each continuation replaced the stored result
+    full = load_or_run("S4Rec", "tiny", 1, (), dict(over, checkpoint_dir=str(tmp_path / "other")), tmp_path / "o")
+    assert third["epochs_run"] == full["epochs_run"] == 3
+    assert third["test"] == full["test"] and untimed(third["curve"]) == untimed(full["curve"])
+    again = load_or_run("S4Rec", "tiny", 1, (), limited, runs, log=logs.append)
+    assert again["run_id"] == third["run_id"] and again["test"] == third["test"]
+    assert logs[-1].startswith("reusing")
+
+    for path in (tmp_path / "saved").glob("*.last.pth"):  # a limited run whose checkpoint is gone
+        path.unlink()
+    (stored,) = runs.glob("*.json")
+    stored.write_text(json.dumps(dict(third, stopped="time_limit")))
+    assert load_or_run("S4Rec", "tiny", 1, (), over, runs, log=logs.append)["epochs_run"] == 3
+    assert "time_limit stopped it and its .last.pth is not in" in logs[-1]
