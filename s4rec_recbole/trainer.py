@@ -23,6 +23,8 @@ import torch
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 
+from s4rec_recbole.config import ConfigError
+
 
 def plain(value):
     """``value`` with every leaf turned into str/int/float/bool/None (safe for ``weights_only`` and JSON)."""
@@ -243,9 +245,16 @@ class S4RecTrainer(Trainer):
         resume_file = str(resume_file)
         checkpoint = load_checkpoint(resume_file, map_location=self.device)
         if checkpoint["model"].lower() != self.config["model"].lower():
-            raise ValueError(f"{resume_file}: checkpoint of model {checkpoint['model']}, "
+            raise ConfigError(f"--resume={resume_file}: checkpoint of model {checkpoint['model']}, "
                              f"expected one of {self.config['model']}")
-        self.saved_model_file = checkpoint.get("best_model_file", resume_file)
+        best = checkpoint.get("best_model_file", resume_file)
+        beside = os.path.join(os.path.dirname(resume_file), os.path.basename(best))
+        if not os.path.isfile(best) and os.path.isfile(beside):  # the pair was moved (another folder or machine)
+            best = beside
+        if not os.path.isfile(best):
+            raise ConfigError(f"--resume={resume_file}: its best checkpoint {best} is missing; expected it there "
+                             f"or beside the .last.pth")
+        self.saved_model_file = best
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]

@@ -293,22 +293,31 @@ def test_parallel_runs_trains_side_by_side_and_packs_results(tmp_path):
     from conftest import write_benchmark
 
     source = write_benchmark(tmp_path / "par.txt")
-    out = tmp_path / "out"
-    proc = subprocess.run(
-        ["bash", str(REPO / "benchmarks" / "parallel_runs.sh"), str(out), "par", "2020", "1e-6", "SASRec,CL4SRec",
-         f"--data_source={source}", f"--data_path={tmp_path / 'data'}", "--epochs=4", "--train_batch_size=64",
-         "--use_gpu=False", "--state=WARNING"],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHON": sys.executable,
-                                                          "THREADS": "1"})
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
-    assert "all 2 trainings ended" in proc.stdout
-    with tarfile.open(out / "runs.tar.gz") as tar:
-        names = tar.getnames()
-        results = [json.load(tar.extractfile(n)) for n in names if n.endswith(".json")]
-    assert sorted(r["model"] for r in results) == ["CL4SRec", "SASRec"]
-    assert {"logs/SASRec.log", "logs/CL4SRec.log"} <= set(names)
-    # the time limit ended both after their first epoch; each one's best checkpoint came back, gzipped
-    assert all(r["stopped"] == "time_limit" and r["epochs_run"] == 1 for r in results)
-    packed = sorted(p.name for p in out.glob("*.pth.gz"))
-    assert len(packed) == 2 and not any(".last." in p for p in packed)
+
+    def slice_(out, resume=None):
+        proc = subprocess.run(
+            ["bash", str(REPO / "benchmarks" / "parallel_runs.sh"), str(out), "par", "2020", "1e-6", "SASRec,CL4SRec",
+             f"--data_source={source}", f"--data_path={tmp_path / 'data'}", "--epochs=4", "--train_batch_size=64",
+             "--use_gpu=False", "--state=WARNING"],
+            capture_output=True, text=True, timeout=600,
+            env={**os.environ, "PYTHON": sys.executable, "THREADS": "1", **({"RESUME": str(resume)} if resume else {})})
+        assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+        assert "all 2 trainings ended" in proc.stdout
+        with tarfile.open(out / "runs.tar.gz") as tar:
+            names = tar.getnames()
+            results = {r["model"]: r for r in (json.load(tar.extractfile(n)) for n in names if n.endswith(".json"))}
+        assert sorted(results) == ["CL4SRec", "SASRec"] and {"logs/SASRec.log", "logs/CL4SRec.log"} <= set(names)
+        return proc.stdout, results
+
+    _, first = slice_(tmp_path / "out")
+    # the time limit ended both after their first epoch; each one's best and .last.pth came back, gzipped
+    assert all(r["stopped"] == "time_limit" and r["epochs_run"] == 1 for r in first.values())
+    packed = sorted(p.name for p in (tmp_path / "out").glob("*.pth.gz"))
+    assert len(packed) == 4 and sum(".last." in p for p in packed) == 2
     assert (tmp_path / "data" / "par" / "par.inter").is_file()
+    # the next slice continues both from there
+    log, second = slice_(tmp_path / "out2", resume=tmp_path / "out")
+    assert "SASRec continues from" in log and "CL4SRec continues from" in log
+    for model, r in second.items():
+        assert r["epochs_run"] == 2 and r["epochs_this_process"] == 1 and r["resumed_from"]
+        assert [e["epoch"] for e in r["curve"]] == [0, 1] and r["curve"][0] == first[model]["curve"][0]

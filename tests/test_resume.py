@@ -2,6 +2,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -170,3 +171,31 @@ def test_a_run_stopped_by_time_limit_continues_under_the_same_comparison(tiny_da
     stored.write_text(json.dumps(dict(third, stopped="time_limit")))
     assert load_or_run("S4Rec", "tiny", 1, (), over, runs, log=logs.append)["epochs_run"] == 3
     assert "time_limit stopped it and its .last.pth is not in" in logs[-1]
+
+
+def test_checkpoints_moved_to_another_folder_still_resume(tiny_data_path, tmp_path, capsys):
+    """A .last.pth and its best checkpoint carried together to another folder (another machine, a GPU lease)
+    continue there; without the best checkpoint the resume is a one-line error."""
+    import shutil
+
+    from conftest import tiny_overrides
+    from s4rec_recbole.runner import main, run
+
+    over = tiny_overrides(tiny_data_path, tmp_path, epochs=2, n_clusters=8, time_limit=1e-6)
+    first = run("S4Rec", "tiny", overrides=over, results_dir=tmp_path / "a")
+    assert first["stopped"] == "time_limit"
+    moved = tmp_path / "elsewhere"
+    shutil.move(tmp_path / "saved", moved)
+    (last,) = moved.glob("*.last.pth")
+    done = run("S4Rec", "tiny", overrides=dict(over, time_limit=0, checkpoint_dir=str(moved)),
+               results_dir=tmp_path / "b", resume=str(last))
+    assert done["stopped"] == "epochs" and done["epochs_run"] == 2 and done["epochs_this_process"] == 1
+    assert Path(done["checkpoint"]).parent == moved and not (tmp_path / "saved").exists()
+
+    (best,) = [p for p in moved.glob("*.pth") if not p.name.endswith(".last.pth")]
+    best.unlink()
+    args = ["--dataset=tiny", "--model=S4Rec", f"--data_path={tiny_data_path}", "--n_clusters=8", "--epochs=3",
+            "--use_gpu=False", "--state=WARNING", f"--checkpoint_dir={moved}", f"--results_dir={tmp_path / 'c'}", f"--resume={last}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert f"its best checkpoint {best} is missing" in err[-1] and "Traceback" not in "".join(err), err
