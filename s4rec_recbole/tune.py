@@ -231,7 +231,8 @@ class Study:
                       overrides=overrides, results_dir=results_dir or self.dir / "runs",
                       result_name=f"trial-{index:04d}.json", show_test=False, resume=resume and str(resume[0]))
             record.update(valid=res["best_valid"], test=res["test"], valid_score=res["best_valid_score"],
-                          epochs=res["epochs_run"], checkpoint=res["checkpoint"], resumed=bool(resume))
+                          epochs=res["epochs_run"], checkpoint=res["checkpoint"], resumed=bool(resume),
+                          stopped=res.get("stopped"))
             timings = res.get("timings") or {}
             if resume and timings.get("run"):  # the processes before the resume trained and validated too
                 whole = timings["run"]["train_s"] + timings["run"]["valid_s"]
@@ -279,8 +280,9 @@ class Study:
         params = " ".join(f"{k}={_short(v)}" for k, v in t["params"].items())
         if t["status"] != "ok":
             return f"[trial {t['trial'] + 1}/{total}] {params} -> failed: {t['error']}"
+        cut = ", stopped by time_limit" if t.get("stopped") == "time_limit" else ""
         return (f"[trial {t['trial'] + 1}/{total}] {params} -> valid {self.metric.lower()} {t['valid_score']:.4f} "
-                f"({t['epochs']} epochs, {t['time_s']:.0f} s)")
+                f"({t['epochs']} epochs, {t['time_s']:.0f} s{cut})")
 
     # -- outputs ---------------------------------------------------------------------------------------
     def write_outputs(self, history, log=print, total=None):
@@ -290,13 +292,13 @@ class Study:
         failed = [t for t in history if t["status"] != "ok"]
         keys = list(self.space)
         metrics = sorted({m for t in ok for m in t["valid"]})
-        fields = ["trial", *keys, *[f"valid_{m}" for m in metrics], "epochs", "time_s", "status", "error"]
+        fields = ["trial", *keys, *[f"valid_{m}" for m in metrics], "epochs", "stopped", "time_s", "status", "error"]
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=fields)
         writer.writeheader()
         for t in ok + failed:
-            row = {"trial": t["trial"] + 1, "epochs": t["epochs"], "time_s": t["time_s"], "status": t["status"],
-                   "error": t["error"] or ""}
+            row = {"trial": t["trial"] + 1, "epochs": t["epochs"], "stopped": t.get("stopped") or "",
+                   "time_s": t["time_s"], "status": t["status"], "error": t["error"] or ""}
             row.update({k: t["params"].get(k) for k in keys})
             row.update({f"valid_{m}": t["valid"].get(m) for m in metrics})
             writer.writerow(row)

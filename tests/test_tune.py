@@ -171,7 +171,7 @@ def test_resumed_trial_counts_the_time_before_the_resume(tmp_path, tiny_data_pat
     def fake_run(model, dataset, config_files, overrides, results_dir, result_name, show_test, resume=None):
         assert resume == "saved/x.last.pth"
         return {"best_valid": {"ndcg@20": 0.1}, "test": {"ndcg@20": 0.1}, "best_valid_score": 0.1,
-                "epochs_run": 9, "checkpoint": None,
+                "epochs_run": 9, "checkpoint": None, "stopped": "time_limit",
                 "timings": {"fit_s": 30.0, "run": {"train_s": 1000.0, "valid_s": 50.0}}}
 
     monkeypatch.setattr(T, "run", fake_run)
@@ -180,6 +180,8 @@ def test_resumed_trial_counts_the_time_before_the_resume(tmp_path, tiny_data_pat
            overrides={"data_path": str(tiny_data_path)}, results_dir=tmp_path / "res")
     (record,) = [json.loads(p.read_text()) for p in (tmp_path / "res").glob("tune-*/trials/trial-*.json")]
     assert record["resumed"] is True and 1020.0 <= record["time_s"] < 1020.0 + 60
+    assert record["stopped"] == "time_limit"  # a trial cut short by --time_limit says so, in trials.csv too
+    assert ",9,time_limit," in next((tmp_path / "res").glob("tune-*/trials.csv")).read_text()
 
 
 @pytest.mark.parametrize("algo", ["grid", "random"])
