@@ -246,14 +246,14 @@ class S4RecTrainer(Trainer):
         checkpoint = load_checkpoint(resume_file, map_location=self.device)
         if checkpoint["model"].lower() != self.config["model"].lower():
             raise ConfigError(f"--resume={resume_file}: checkpoint of model {checkpoint['model']}, "
-                             f"expected one of {self.config['model']}")
+                              f"expected one of {self.config['model']}")
         best = checkpoint.get("best_model_file", resume_file)
         beside = os.path.join(os.path.dirname(resume_file), os.path.basename(best))
         if not os.path.isfile(best) and os.path.isfile(beside):  # the pair was moved (another folder or machine)
             best = beside
         if not os.path.isfile(best):
             raise ConfigError(f"--resume={resume_file}: its best checkpoint {best} is missing; expected it there "
-                             f"or beside the .last.pth")
+                              "or beside the .last.pth")
         self.saved_model_file = best
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
