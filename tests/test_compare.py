@@ -216,7 +216,8 @@ RECBOLE_SASREC = {"n_layers": 2, "attn_dropout_prob": 0.5, "learning_rate": 0.00
     ("SASRec", "amazon-beauty", 2021, "af24622a0c", {}),
     ("SASRec", "amazon-beauty", 2021, "0d26e2392e", RECBOLE_SASREC),
     ("SASRec", "amazon-sports-outdoors", 2022, "e214d3993d", RECBOLE_SASREC),
-    ("SASRec", "amazon-sports-outdoors", 2022, "f7f795845e", {})])
+    ("SASRec", "amazon-sports-outdoors", 2022, "f7f795845e", {}),
+    ("S4Rec-kmeans", "amazon-sports-outdoors", 2022, "d8269d5249", {})])
 def test_published_default_runs_keep_their_key(model, dataset, seed, key, flags):
     """A run made with no flags but --model/--dataset/--seeds (and, for a model whose dataset default changed
     since, the flags the README gives to repeat it) is still the run that the same command asks for: a setting
