@@ -326,7 +326,7 @@ class Study:
                   f"{best['trial'] + 1}). Test of this trial: "
                   + ", ".join(f"{k} {v:.4f}" for k, v in best["test"].items())
                   + f".\n# Use: python run_s4rec.py --dataset={self.dataset} --model={self.model} "
-                  f"--config_files={self.dir / 'best.yaml'}\n# or, as this model's default on this dataset, copy it to "
+                  f"--config_files={shown_path(self.dir / 'best.yaml')}\n# or, as this model's default on this dataset, copy it to "
                   f"properties/dataset/{self.dataset}/{self.model}.yaml\n")
         atomic_write_text(self.dir / "best.yaml", header + yaml.safe_dump(plain(settings), sort_keys=False))
         summary = {"model": self.model, "dataset": self.dataset, "algo": self.algo, "space_file": self.space_file,
@@ -339,6 +339,16 @@ class Study:
             + ", ".join(f"{k} {v:.4f}" for k, v in best["test"].items()))
         log(f"wrote {self.dir / 'best.yaml'}, {self.dir / 'trials.csv'}, {self.dir / 'best.json'}")
         return summary
+
+
+def shown_path(path):
+    """``path`` relative to the working directory when it lies under it (so that a published file names no
+    machine's folders), else absolute."""
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(Path.cwd().resolve())
+    except ValueError:
+        return path
 
 
 def _short(v):

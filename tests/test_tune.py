@@ -324,3 +324,10 @@ def test_ray_backend_runs_the_same_trials(tiny_data_path, tmp_path):
     space_parsed = T.load_space(space, "SASRec", "tiny", overrides={"data_path": str(tiny_data_path)})
     assert [t["params"] for t in trials] == [T.random_params(space_parsed, 2020, i) for i in range(3)]
     assert (study_dir / "best.yaml").is_file() and "its test:" in out.stdout
+
+
+def test_shown_path_is_relative_under_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert T.shown_path(tmp_path / "results" / "best.yaml") == Path("results") / "best.yaml"
+    outside = tmp_path.parent / "elsewhere.yaml"
+    assert T.shown_path(outside) == outside.resolve()
