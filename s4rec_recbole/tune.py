@@ -18,7 +18,8 @@ atomically when a trial ends, so the same command run again after a kill continu
 not there yet (a trial killed mid-training continues from its ``.last.pth``, as a comparison's runs do), and a
 larger ``--max_trials`` extends a finished search. ``--trials=2,4`` (grid and random searches) runs only those
 trial numbers, whose parameters are fixed before any training: a search split over machines or sessions is
-merged by copying the parts' ``trials/`` records into one folder and running the command again. Trials are
+merged by copying the parts' ``trials/`` records into one folder and running the command again (or while it runs:
+the outputs are written from the records found when the command ends). Trials are
 ranked by the validation metric (``valid_metric``) only; test metrics are shown for the chosen trial alone, at
 the end.
 Outputs: ``trials.csv`` (parameters and validation metrics of every trial), ``best.yaml`` (a config
@@ -413,8 +414,8 @@ def tune(space_file, model, dataset, algo="tpe", max_trials=None, config_files=(
         from s4rec_recbole.tune_ray import run_waves
 
         run_waves(study, history, max_trials, ray_address, concurrency, cpus_per_trial, log)
-        history = study.trials()
-    return study.write_outputs(history, log, total=max_trials)
+    # read the records again: a part of the same search run elsewhere (--trials) may have added some meanwhile
+    return study.write_outputs(study.trials(), log, total=max_trials)
 
 
 def _best_so_far(study, history):

@@ -224,6 +224,27 @@ def test_a_search_split_by_trials_merges_into_the_whole_search(tmp_path, tiny_da
     assert [i for i, _ in study.next_params(study.trials(), 2)] == ([1] if algo == "grid" else [1, 4])
 
 
+def test_records_added_while_a_part_runs_reach_its_outputs(tmp_path, tiny_data_path, monkeypatch):
+    """Two parts of one search share a folder; the part that ends last writes outputs over both."""
+    space = space_file(tmp_path, "n_layers: {choice: [1, 2, 3]}\n")
+    common = dict(algo="grid", max_trials=3, overrides={"data_path": str(tiny_data_path)}, results_dir=tmp_path)
+    study = T.Study(space, "SASRec", "tiny", "grid", overrides=common["overrides"], results_dir=tmp_path)
+    other = {"trial": 2, "params": {"n_layers": 3}, "status": "ok", "error": None, "valid": {"ndcg@20": 0.9},
+             "test": {"ndcg@20": 0.5}, "valid_score": 0.9, "epochs": 1, "checkpoint": None, "time_s": 1.0}
+
+    def fake_run(model, dataset, config_files, overrides, results_dir, result_name, show_test, resume=None):
+        # the other part finishes trial 3 while this part trains trial 1
+        (study.dir / "trials" / "trial-0002.json").write_text(json.dumps(other))
+        return {"best_valid": {"ndcg@20": 0.1}, "test": {"ndcg@20": 0.05}, "best_valid_score": 0.1,
+                "epochs_run": 1, "checkpoint": None}
+
+    monkeypatch.setattr(T, "run", fake_run)
+    (study.dir / "trials").mkdir(parents=True)
+    best = T.tune(space, "SASRec", "tiny", trials="1", **common)
+    assert best["best_trial"] == 2 and best["not_run"] == [2]
+    assert [row.split(",")[0] for row in (study.dir / "trials.csv").read_text().splitlines()[1:]] == ["3", "1"]
+
+
 @pytest.mark.parametrize("algo, trials, message", [
     ("random", "5", r"--trials=5: expected trial numbers between 1 and 4 \(--max_trials\)"),
     ("random", "0,2", "--trials=0,2: expected trial numbers between 1 and 4"),
