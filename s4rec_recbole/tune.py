@@ -22,8 +22,8 @@ merged by copying the parts' ``trials/`` records into one folder and running the
 the outputs are written from the records found when the command ends). Trials are
 ranked by the validation metric (``valid_metric``) only; test metrics are shown for the chosen trial alone, at
 the end.
-Outputs: ``trials.csv`` (parameters and validation metrics of every trial), ``best.yaml`` (a config
-file for ``--config_files``) and ``best.json``.
+Outputs: ``trials.csv`` (parameters, validation metrics, epochs and 1-based best epoch of every trial),
+``best.yaml`` (a config file for ``--config_files``) and ``best.json``.
 """
 import csv
 import hashlib
@@ -232,7 +232,8 @@ class Study:
                       overrides=overrides, results_dir=results_dir or self.dir / "runs",
                       result_name=f"trial-{index:04d}.json", show_test=False, resume=resume and str(resume[0]))
             record.update(valid=res["best_valid"], test=res["test"], valid_score=res["best_valid_score"],
-                          epochs=res["epochs_run"], checkpoint=res["checkpoint"], resumed=bool(resume),
+                          epochs=res["epochs_run"], best_epoch=res.get("best_epoch"), checkpoint=res["checkpoint"],
+                          resumed=bool(resume),
                           stopped=res.get("stopped"))
             timings = res.get("timings") or {}
             if resume and timings.get("run"):  # the processes before the resume trained and validated too
@@ -240,7 +241,7 @@ class Study:
                 earlier_s = max(0.0, whole - timings.get("fit_s", 0.0))
         except (ConfigError, FloatingPointError, ValueError, RuntimeError) as e:
             record.update(status="fail", error=f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
-                          valid={}, test={}, valid_score=None, epochs=0, checkpoint=None)
+                          valid={}, test={}, valid_score=None, epochs=0, best_epoch=None, checkpoint=None)
         record["time_s"] = round(time.time() - t0 + earlier_s, 2)  # the whole trial, across resumes
         atomic_write_text(self.dir / "trials" / f"trial-{index:04d}.json", json.dumps(record, indent=1) + "\n")
         return record
@@ -282,8 +283,9 @@ class Study:
         if t["status"] != "ok":
             return f"[trial {t['trial'] + 1}/{total}] {params} -> failed: {t['error']}"
         cut = ", stopped by time_limit" if t.get("stopped") == "time_limit" else ""
+        best = f", best {t['best_epoch']}" if t.get("best_epoch") else ""  # records before 2026-12-05 lack it
         return (f"[trial {t['trial'] + 1}/{total}] {params} -> valid {self.metric.lower()} {t['valid_score']:.4f} "
-                f"({t['epochs']} epochs, {t['time_s']:.0f} s{cut})")
+                f"({t['epochs']} epochs{best}, {t['time_s']:.0f} s{cut})")
 
     # -- outputs ---------------------------------------------------------------------------------------
     def write_outputs(self, history, log=print, total=None):
@@ -293,12 +295,14 @@ class Study:
         failed = [t for t in history if t["status"] != "ok"]
         keys = list(self.space)
         metrics = sorted({m for t in ok for m in t["valid"]})
-        fields = ["trial", *keys, *[f"valid_{m}" for m in metrics], "epochs", "stopped", "time_s", "status", "error"]
+        fields = ["trial", *keys, *[f"valid_{m}" for m in metrics], "epochs", "best_epoch", "stopped", "time_s",
+                  "status", "error"]
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=fields)
         writer.writeheader()
         for t in ok + failed:
-            row = {"trial": t["trial"] + 1, "epochs": t["epochs"], "stopped": t.get("stopped") or "",
+            row = {"trial": t["trial"] + 1, "epochs": t["epochs"], "best_epoch": t.get("best_epoch") or "",
+                   "stopped": t.get("stopped") or "",
                    "time_s": t["time_s"], "status": t["status"], "error": t["error"] or ""}
             row.update({k: t["params"].get(k) for k in keys})
             row.update({f"valid_{m}": t["valid"].get(m) for m in metrics})

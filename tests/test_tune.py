@@ -107,6 +107,8 @@ def test_three_trial_search(tiny_data_path, tmp_path, algo, capsys):
     study_dir = next((tmp_path / "res").glob(f"tune-SASRec-tiny-{algo}-*"))
     trials = [json.loads(p.read_text()) for p in sorted((study_dir / "trials").glob("trial-*.json"))]
     assert [t["trial"] for t in trials] == [0, 1, 2] and all(t["status"] == "ok" for t in trials)
+    assert all(1 <= t["best_epoch"] <= t["epochs"] for t in trials)  # 1-based, as the run file's
+    assert all(f"epochs, best {t['best_epoch']}, " in out for t in trials)
     if algo == "grid":
         assert [t["params"]["n_layers"] for t in trials] == [1, 2, 3]
     chosen = max(trials, key=lambda t: t["valid_score"])
@@ -171,7 +173,7 @@ def test_resumed_trial_counts_the_time_before_the_resume(tmp_path, tiny_data_pat
     def fake_run(model, dataset, config_files, overrides, results_dir, result_name, show_test, resume=None):
         assert resume == "saved/x.last.pth"
         return {"best_valid": {"ndcg@20": 0.1}, "test": {"ndcg@20": 0.1}, "best_valid_score": 0.1,
-                "epochs_run": 9, "checkpoint": None, "stopped": "time_limit",
+                "epochs_run": 9, "best_epoch": 4, "checkpoint": None, "stopped": "time_limit",
                 "timings": {"fit_s": 30.0, "run": {"train_s": 1000.0, "valid_s": 50.0}}}
 
     monkeypatch.setattr(T, "run", fake_run)
@@ -181,7 +183,7 @@ def test_resumed_trial_counts_the_time_before_the_resume(tmp_path, tiny_data_pat
     (record,) = [json.loads(p.read_text()) for p in (tmp_path / "res").glob("tune-*/trials/trial-*.json")]
     assert record["resumed"] is True and 1020.0 <= record["time_s"] < 1020.0 + 60
     assert record["stopped"] == "time_limit"  # a trial cut short by --time_limit says so, in trials.csv too
-    assert ",9,time_limit," in next((tmp_path / "res").glob("tune-*/trials.csv")).read_text()
+    assert ",9,4,time_limit," in next((tmp_path / "res").glob("tune-*/trials.csv")).read_text()
 
 
 @pytest.mark.parametrize("algo", ["grid", "random"])
@@ -342,6 +344,8 @@ def test_ray_backend_runs_the_same_trials(tiny_data_path, tmp_path):
     study_dir = next((tmp_path / "res").glob("tune-SASRec-tiny-random-*"))
     trials = [json.loads(p.read_text()) for p in sorted((study_dir / "trials").glob("trial-*.json"))]
     assert [t["trial"] for t in trials] == [0, 1, 2] and all(t["status"] == "ok" for t in trials)
+    assert all(1 <= t["best_epoch"] <= t["epochs"] for t in trials)  # 1-based, as the run file's
+    assert all(f"epochs, best {t['best_epoch']}, " in out for t in trials)
     space_parsed = T.load_space(space, "SASRec", "tiny", overrides={"data_path": str(tiny_data_path)})
     assert [t["params"] for t in trials] == [T.random_params(space_parsed, 2020, i) for i in range(3)]
     assert (study_dir / "best.yaml").is_file() and "its test:" in out.stdout
