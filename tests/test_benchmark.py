@@ -103,6 +103,23 @@ def test_reproduce_script_names_its_parts():
     assert proc.stdout.rstrip().endswith("results/tune-<model>-<dataset>-random-<key>/.")  # the whole header
 
 
+def test_reproduce_script_models_exist():
+    """Every model the script names resolves (a typo would stop a part only when its turn comes, hours in)."""
+    import re
+
+    from s4rec_recbole.model import resolve_model
+
+    text = "\n".join(line for line in (REPO / "benchmarks" / "reproduce.sh").read_text().splitlines()
+                     if not line.startswith("#"))
+    lists = dict(re.findall(r"^(\w+)=([\w,+-]+)$", text, re.M))
+    lists["m"] = ",".join(re.search(r"for m in ([\w ]+);", text).group(1).split())  # tune's loop over models
+    names = re.findall(r"--model=(\S+)", text)
+    models = {m for entry in names for m in (lists[entry[1:]] if entry.startswith("$") else entry).split(",")}
+    assert {"SASRec-recbole", "SASRec", "S4Rec-noadv"} <= models
+    for model in models:
+        resolve_model(model)
+
+
 def test_report_from_existing_run_files(tiny_data_path, tmp_path, capsys, monkeypatch):
     import json
 
