@@ -345,7 +345,7 @@ def test_ray_backend_runs_the_same_trials(tiny_data_path, tmp_path):
     trials = [json.loads(p.read_text()) for p in sorted((study_dir / "trials").glob("trial-*.json"))]
     assert [t["trial"] for t in trials] == [0, 1, 2] and all(t["status"] == "ok" for t in trials)
     assert all(1 <= t["best_epoch"] <= t["epochs"] for t in trials)  # 1-based, as the run file's
-    assert all(f"epochs, best {t['best_epoch']}, " in out for t in trials)
+    assert all(f"epochs, best {t['best_epoch']}, " in out.stdout for t in trials)
     space_parsed = T.load_space(space, "SASRec", "tiny", overrides={"data_path": str(tiny_data_path)})
     assert [t["params"] for t in trials] == [T.random_params(space_parsed, 2020, i) for i in range(3)]
     assert (study_dir / "best.yaml").is_file() and "its test:" in out.stdout
