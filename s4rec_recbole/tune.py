@@ -233,8 +233,7 @@ class Study:
                       result_name=f"trial-{index:04d}.json", show_test=False, resume=resume and str(resume[0]))
             record.update(valid=res["best_valid"], test=res["test"], valid_score=res["best_valid_score"],
                           epochs=res["epochs_run"], best_epoch=res.get("best_epoch"), checkpoint=res["checkpoint"],
-                          resumed=bool(resume),
-                          stopped=res.get("stopped"))
+                          resumed=bool(resume), stopped=res.get("stopped"))
             timings = res.get("timings") or {}
             if resume and timings.get("run"):  # the processes before the resume trained and validated too
                 whole = timings["run"]["train_s"] + timings["run"]["valid_s"]
@@ -302,8 +301,8 @@ class Study:
         writer.writeheader()
         for t in ok + failed:
             row = {"trial": t["trial"] + 1, "epochs": t["epochs"], "best_epoch": t.get("best_epoch") or "",
-                   "stopped": t.get("stopped") or "",
-                   "time_s": t["time_s"], "status": t["status"], "error": t["error"] or ""}
+                   "stopped": t.get("stopped") or "", "time_s": t["time_s"], "status": t["status"],
+                   "error": t["error"] or ""}
             row.update({k: t["params"].get(k) for k in keys})
             row.update({f"valid_{m}": t["valid"].get(m) for m in metrics})
             writer.writerow(row)
