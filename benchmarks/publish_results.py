@@ -8,9 +8,16 @@ training length, cluster; about 1 MB of JSON per Beauty run) go to ``results/pub
 (compressed, ~100 KB), from which ``benchmarks/report.py`` redoes the paired tests and the head/tail intervals
 of published runs. A result under RecBole's protocol (history not masked, e.g. from
 ``--evaluate=... --mask_history=False``) is published as ``unmasked-<name>``, beside the masked one of the same run.
+
+``python benchmarks/publish_results.py results/tune-<model>-<dataset>-<algo>-<key>/`` publishes a search: its trial
+records (``trial-NNNN.json``), ``trials.csv``, ``best.json``, ``best.yaml`` (its ``Use:`` line pointing at the
+published copy) and ``search.json`` go to ``results/published/<the search folder's name>/``. Trials published earlier
+stay; when some of them are not in the search folder, nothing is written: the folder's ``trials.csv`` and ``best.*``
+would not cover them (copy them into its ``trials/`` and run the search command again first).
 """
 import io
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -74,11 +81,42 @@ def load_per_user(published):
     return out
 
 
+def publish_search(folder):
+    """Copy the search in ``folder`` to ``OUT / folder.name`` (see the module docstring); returns the target."""
+    records = sorted((folder / "trials").glob("trial-*.json"))
+    missing = [f for f in ("search.json", "trials.csv", "best.json", "best.yaml") if not (folder / f).is_file()]
+    if not records or missing:
+        raise ValueError(f"{folder}: expected a finished search (trials/trial-NNNN.json, search.json, trials.csv, "
+                         f"best.json, best.yaml); missing {', '.join(missing) or 'trials/trial-NNNN.json'}")
+    target = OUT / folder.name
+    ours = {p.name for p in records}
+    only_published = sorted(p.name for p in target.glob("trial-*.json") if p.name not in ours)
+    if only_published:
+        raise ValueError(f"{target} holds {', '.join(only_published)}, which {folder / 'trials'} lacks: copy them "
+                         "there and run the search command again, so that trials.csv and best.* cover them")
+    target.mkdir(parents=True, exist_ok=True)
+    for path in records + [folder / f for f in ("search.json", "trials.csv", "best.json")]:
+        atomic_write_text(target / path.name, path.read_text())
+    shown = target.relative_to(REPO) if target.is_relative_to(REPO) else target
+    best = re.sub(r"--config_files=\S*best\.yaml", f"--config_files={shown / 'best.yaml'}",
+                  (folder / "best.yaml").read_text())
+    atomic_write_text(target / "best.yaml", best)
+    return target
+
+
 def main(paths):
     if not paths:
         print(__doc__.strip().splitlines()[2])
         return 2
     for p in map(Path, paths):
+        if p.is_dir():
+            try:
+                target = publish_search(p)
+            except ValueError as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 2
+            print(f"{p} -> {target} ({len(list(target.glob('trial-*.json')))} trial records)")
+            continue
         try:
             result = json.loads(p.read_text())
         except (OSError, ValueError) as e:

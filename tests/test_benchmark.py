@@ -94,6 +94,40 @@ def test_plot_curves_from_results_and_logs(tmp_path, capsys):
     assert "expected a RecBole log" in capsys.readouterr().err
 
 
+def test_publish_a_search_folder(tmp_path, monkeypatch, capsys):
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import publish_results
+
+    name = "tune-M-d-random-abc"
+    folder = tmp_path / "results" / name
+    (folder / "trials").mkdir(parents=True)
+    for i in (0, 2):
+        (folder / "trials" / f"trial-000{i}.json").write_text(f'{{"trial": {i}}}\n')
+    for f in ("search.json", "best.json"):
+        (folder / f).write_text("{}\n")
+    (folder / "trials.csv").write_text("trial,epochs\n1,5\n3,6\n")
+    (folder / "best.yaml").write_text(f"# Use: python run_s4rec.py --dataset=d --model=M "
+                                      f"--config_files=results/{name}/best.yaml\n# or ...\nn_layers: 2\n")
+    monkeypatch.setattr(publish_results, "REPO", tmp_path)
+    monkeypatch.setattr(publish_results, "OUT", tmp_path / "results" / "published")
+    target = tmp_path / "results" / "published" / name
+    assert publish_results.main([str(folder)]) == 0
+    assert sorted(p.name for p in target.iterdir()) == ["best.json", "best.yaml", "search.json", "trial-0000.json",
+                                                        "trial-0002.json", "trials.csv"]
+    best = (target / "best.yaml").read_text()
+    assert f"--config_files=results/published/{name}/best.yaml\n" in best and best.endswith("n_layers: 2\n")
+    assert (target / "trials.csv").read_text() == (folder / "trials.csv").read_text()
+    # a trial published earlier that the folder lacks: its outputs would not cover it, so nothing is written
+    (target / "trial-0001.json").write_text('{"trial": 1}\n')
+    (folder / "trials.csv").write_text("changed\n")
+    assert publish_results.main([str(folder)]) == 2
+    assert "holds trial-0001.json, which" in capsys.readouterr().err
+    assert (target / "trials.csv").read_text() != "changed\n"
+    (folder / "best.yaml").unlink()
+    assert publish_results.main([str(folder)]) == 2
+    assert "missing best.yaml" in capsys.readouterr().err
+
+
 def test_reproduce_script_names_its_parts():
     proc = subprocess.run(["bash", str(REPO / "benchmarks" / "reproduce.sh"), "nope"], capture_output=True, text=True,
                           timeout=60)
