@@ -222,6 +222,16 @@ def test_sasrec_recbole_variant_is_the_published_untuned_sasrec(dataset, seed, k
     assert build_config("SASRec-recbole", dataset, overrides={"n_layers": 3})["n_layers"] == 3
 
 
+def test_sasrec_recbole_variant_trains_under_its_name(tiny_data_path, tmp_path):
+    from s4rec_recbole.runner import run
+
+    res = run("SASRec-recbole", "tiny", overrides=tiny_overrides(tiny_data_path, tmp_path),
+              results_dir=tmp_path / "res")
+    assert res["model"] == "SASRec-recbole" and res["config"]["model"] == "SASRec"
+    assert (res["config"]["n_layers"], res["config"]["learning_rate"]) == (2, 0.001) and res["config"]["trim_padding"]
+    assert [p.name.startswith("SASRec-recbole-tiny-") for p in (tmp_path / "res").glob("*.json")] == [True]
+
+
 @pytest.mark.parametrize("model, dataset, seed, key, flags", [
     ("S4Rec", "amazon-sports-outdoors", 2021, "5b54420181", {}),
     ("CL4SRec", "amazon-beauty", 2020, "3c938d669a", {}),
