@@ -13,7 +13,8 @@ of published runs. A result under RecBole's protocol (history not masked, e.g. f
 records (``trial-NNNN.json``), ``trials.csv``, ``best.json``, ``best.yaml`` (its ``Use:`` line pointing at the
 published copy) and ``search.json`` go to ``results/published/<the search folder's name>/``. Trials published earlier
 stay; when some of them are not in the search folder, nothing is written: the folder's ``trials.csv`` and ``best.*``
-would not cover them (copy them into its ``trials/`` and run the search command again first).
+would not cover them (copy them into its ``trials/`` and run the search command again first); likewise when
+``best.json`` covers fewer trials than ``trials/`` holds.
 """
 import io
 import json
@@ -88,6 +89,10 @@ def publish_search(folder):
     if not records or missing:
         raise ValueError(f"{folder}: expected a finished search (trials/trial-NNNN.json, search.json, trials.csv, "
                          f"best.json, best.yaml); missing {', '.join(missing) or 'trials/trial-NNNN.json'}")
+    covered = json.loads((folder / "best.json").read_text()).get("n_trials")
+    if covered != len(records):
+        raise ValueError(f"{folder}: best.json covers {covered} trials, trials/ holds {len(records)}: run the search "
+                         "command again so that trials.csv and best.* cover every record")
     target = OUT / folder.name
     ours = {p.name for p in records}
     only_published = sorted(p.name for p in target.glob("trial-*.json") if p.name not in ours)

@@ -103,8 +103,8 @@ def test_publish_a_search_folder(tmp_path, monkeypatch, capsys):
     (folder / "trials").mkdir(parents=True)
     for i in (0, 2):
         (folder / "trials" / f"trial-000{i}.json").write_text(f'{{"trial": {i}}}\n')
-    for f in ("search.json", "best.json"):
-        (folder / f).write_text("{}\n")
+    (folder / "search.json").write_text("{}\n")
+    (folder / "best.json").write_text('{"n_trials": 2}\n')
     (folder / "trials.csv").write_text("trial,epochs\n1,5\n3,6\n")
     (folder / "best.yaml").write_text(f"# Use: python run_s4rec.py --dataset=d --model=M "
                                       f"--config_files=results/{name}/best.yaml\n# or ...\nn_layers: 2\n")
@@ -123,6 +123,11 @@ def test_publish_a_search_folder(tmp_path, monkeypatch, capsys):
     assert publish_results.main([str(folder)]) == 2
     assert "holds trial-0001.json, which" in capsys.readouterr().err
     assert (target / "trials.csv").read_text() != "changed\n"
+    # a record added after the search wrote its outputs: they would not cover it
+    (target / "trial-0001.json").unlink()
+    (folder / "trials" / "trial-0003.json").write_text('{"trial": 3}\n')
+    assert publish_results.main([str(folder)]) == 2
+    assert "best.json covers 2 trials, trials/ holds 3" in capsys.readouterr().err
     (folder / "best.yaml").unlink()
     assert publish_results.main([str(folder)]) == 2
     assert "missing best.yaml" in capsys.readouterr().err
