@@ -89,7 +89,10 @@ def publish_search(folder):
     if not records or missing:
         raise ValueError(f"{folder}: expected a finished search (trials/trial-NNNN.json, search.json, trials.csv, "
                          f"best.json, best.yaml); missing {', '.join(missing) or 'trials/trial-NNNN.json'}")
-    covered = json.loads((folder / "best.json").read_text()).get("n_trials")
+    try:
+        covered = json.loads((folder / "best.json").read_text()).get("n_trials")
+    except (ValueError, AttributeError) as e:
+        raise ValueError(f"{folder / 'best.json'}: expected a JSON object with n_trials ({e})") from None
     if covered != len(records):
         raise ValueError(f"{folder}: best.json covers {covered} trials, trials/ holds {len(records)}: run the search "
                          "command again so that trials.csv and best.* cover every record")

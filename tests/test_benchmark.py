@@ -128,6 +128,10 @@ def test_publish_a_search_folder(tmp_path, monkeypatch, capsys):
     (folder / "trials" / "trial-0003.json").write_text('{"trial": 3}\n')
     assert publish_results.main([str(folder)]) == 2
     assert "best.json covers 2 trials, trials/ holds 3" in capsys.readouterr().err
+    for broken in ("{not json", "[3]"):
+        (folder / "best.json").write_text(broken)
+        assert publish_results.main([str(folder)]) == 2
+        assert f"{folder / 'best.json'}: expected a JSON object with n_trials" in capsys.readouterr().err
     (folder / "best.yaml").unlink()
     assert publish_results.main([str(folder)]) == 2
     assert "missing best.yaml" in capsys.readouterr().err
