@@ -164,12 +164,21 @@ def test_unknown_dataset_without_source(tmp_path, monkeypatch):
         prepare_dataset("nope", tmp_path)
 
 
-@pytest.mark.skipif(not (prep.SHARED_DATASETS / "amazon-beauty" / "Beauty.txt").is_file(),
-                    reason="../shared/datasets/amazon-beauty/Beauty.txt is not beside the project")
-def test_shared_beauty_converts_with_published_stats(tmp_path):
-    src = prep.SHARED_DATASETS / "amazon-beauty" / "Beauty.txt"
-    assert prep.sha256_of(src) == prep.KNOWN_DATASETS["amazon-beauty"].sha256
+@pytest.mark.parametrize("name, users, interactions, items", [
+    ("amazon-beauty", 22363, 198502, 12101),
+    ("amazon-sports-outdoors", 35598, 296337, 18357),
+    ("ml-1m", 6040, 999611, 3416),  # the item-5-core file, ICLRec's statistics
+])
+def test_shared_benchmark_files_have_published_stats(name, users, interactions, items, monkeypatch):
+    monkeypatch.delenv(prep.SOURCE_ENV, raising=False)
+    known = prep.KNOWN_DATASETS[name]
+    folder = prep.SHARED_DATASETS / name
+    if not any((folder / f).is_file() for f in known.candidates()):
+        pytest.skip(f"{folder} holds none of {', '.join(known.candidates())}: ../shared is not beside the project")
+    src = locate_source(name, None, prep.SHARED_DATASETS)
+    if known.sha256:
+        assert prep.sha256_of(src) == known.sha256
     seqs, skipped = read_sequences(src)
-    assert skipped == 0 and len(seqs) == 22363
-    assert sum(len(s) for _, s in seqs) == 198502
-    assert len({i for _, s in seqs for i in s}) == 12101
+    assert skipped == 0 and len(seqs) == users
+    assert sum(len(s) for _, s in seqs) == interactions
+    assert len({i for _, s in seqs for i in s}) == items
