@@ -164,19 +164,22 @@ def test_unknown_dataset_without_source(tmp_path, monkeypatch):
         prepare_dataset("nope", tmp_path)
 
 
-@pytest.mark.parametrize("name, users, interactions, items", [
-    ("amazon-beauty", 22363, 198502, 12101),
-    ("amazon-sports-outdoors", 35598, 296337, 18357),
-    ("ml-1m", 6040, 999611, 3416),  # the item-5-core file, ICLRec's statistics
+@pytest.mark.parametrize("name, filename, users, interactions, items", [
+    ("amazon-beauty", "Beauty.txt", 22363, 198502, 12101),
+    ("amazon-sports-outdoors", "Sports_and_Outdoors.txt", 35598, 296337, 18357),
+    ("ml-1m", "ml-1m_item5core.txt", 6040, 999611, 3416),  # ICLRec's statistics
+    ("ml-1m", "ml-1m.txt", 6040, 1000209, 3706),  # the full ML-1M, every item kept
 ])
-def test_shared_benchmark_files_have_published_stats(name, users, interactions, items, monkeypatch):
+def test_shared_benchmark_files_have_published_stats(name, filename, users, interactions, items, monkeypatch):
     monkeypatch.delenv(prep.SOURCE_ENV, raising=False)
     known = prep.KNOWN_DATASETS[name]
     folder = prep.SHARED_DATASETS / name
-    if not any((folder / f).is_file() for f in known.candidates()):
-        pytest.skip(f"{folder} holds none of {', '.join(known.candidates())}: ../shared is not beside the project")
-    src = locate_source(name, None, prep.SHARED_DATASETS)
-    if known.sha256:
+    src = folder / filename
+    if not src.is_file():
+        pytest.skip(f"{src} is absent: ../shared is not beside the project, or holds another version")
+    present = [folder / f for f in known.candidates() if (folder / f).is_file()]
+    assert locate_source(name, None, prep.SHARED_DATASETS) == present[0]  # the preferred copy that is there
+    if known.sha256 and filename == known.filename:
         assert prep.sha256_of(src) == known.sha256
     seqs, skipped = read_sequences(src)
     assert skipped == 0 and len(seqs) == users
