@@ -315,7 +315,8 @@ class Study:
                                     f"{t['valid_score']:>8.4f}", f"{t['epochs']:>6}"]))
         done = {t["trial"] for t in history}
         missing = [i + 1 for i in range(total or 0) if i not in done]
-        pending = f"; trials {', '.join(map(str, missing))} of {total} not run yet" if missing else ""
+        plural = "s" if len(missing) > 1 else ""
+        pending = f"; trial{plural} {', '.join(map(str, missing))} of {total} not run yet" if missing else ""
         if pending:
             lines.append(f"only the finished trials are compared{pending}")
         log("\n".join(lines))

@@ -244,6 +244,7 @@ def test_records_added_while_a_part_runs_reach_its_outputs(tmp_path, tiny_data_p
     (study.dir / "trials").mkdir(parents=True)
     best = T.tune(space, "SASRec", "tiny", trials="1", **common)
     assert best["best_trial"] == 2 and best["not_run"] == [2]
+    assert "trial 2 of 3 not run yet" in (study.dir / "best.yaml").read_text().splitlines()[0]
     assert [row.split(",")[0] for row in (study.dir / "trials.csv").read_text().splitlines()[1:]] == ["3", "1"]
 
 
