@@ -114,7 +114,10 @@ def test_mask_history_hand_checked(tmp_path):
         cfg = build_config("SASRec", "h", overrides=tiny_overrides(tmp_path, topk=[1, 5], mask_history=masked))
         _, train, valid, test = prepare_data(cfg)
         ds = train._dataset
-        tok = lambda i: int(ds.token2id(ds.iid_field, str(i)))
+
+        def tok(i, ds=ds):
+            return int(ds.token2id(ds.iid_field, str(i)))
+
         valid_hist, test_hist = history_matrices(train, valid)
         u1 = int(ds.token2id(ds.uid_field, "1"))
         assert sorted(valid_hist[u1].indices.tolist()) == sorted(tok(i) for i in (1, 2, 3))
