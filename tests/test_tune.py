@@ -115,6 +115,8 @@ def test_three_trial_search(tiny_data_path, tmp_path, algo, capsys):
     assert best["params"] == chosen["params"] and best["test"] == chosen["test"]
     settings = yaml.safe_load((study_dir / "best.yaml").read_text())
     assert {k: settings[k] for k in chosen["params"]} == chosen["params"] and "data_path" not in settings
+    # the header does not present the best trial as better than defaults the search never trained
+    assert "does not train the model's current defaults" in (study_dir / "best.yaml").read_text()
     rows = (study_dir / "trials.csv").read_text().splitlines()
     assert len(rows) == 4 and "test" not in rows[0]
     # progress lines show validation only; the test of the chosen trial comes once, at the end
