@@ -333,8 +333,7 @@ class Study:
                   + f".\n# Use: python run_s4rec.py --dataset={self.dataset} --model={self.model} "
                   f"--config_files={shown_path(self.dir / 'best.yaml')}\n# The search does not train the "
                   f"model's current defaults: only if this beats them on validation, make it the default here by "
-                  f"copying it to "
-                  f"properties/dataset/{self.dataset}/{self.model}.yaml\n")
+                  f"copying it to properties/dataset/{self.dataset}/{self.model}.yaml\n")
         atomic_write_text(self.dir / "best.yaml", header + yaml.safe_dump(plain(settings), sort_keys=False))
         summary = {"model": self.model, "dataset": self.dataset, "algo": self.algo, "space_file": self.space_file,
                    "valid_metric": self.metric, "best_trial": best["trial"], "params": best["params"],
