@@ -23,7 +23,9 @@ the outputs are written from the records found when the command ends). Trials ar
 ranked by the validation metric (``valid_metric``) only; test metrics are shown for the chosen trial alone, at
 the end.
 Outputs: ``trials.csv`` (parameters, validation metrics, epochs and 1-based best epoch of every trial),
-``best.yaml`` (a config file for ``--config_files``) and ``best.json``.
+``best.yaml`` (a config file for ``--config_files``; its header says whether the best trial beats the finished
+run of the model's current defaults with the trials' seed, found in ``results/runs/`` or ``results/published/``)
+and ``best.json``.
 """
 import csv
 import hashlib
@@ -37,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from s4rec_recbole.compare import interrupted_run
+from s4rec_recbole.compare import interrupted_run, run_key, stored_run
 from s4rec_recbole.config import DATASET_DIR, ConfigError, read_yaml
 from s4rec_recbole.data import prepare_dataset
 from s4rec_recbole.data.prepare import atomic_write_text
@@ -286,6 +288,36 @@ class Study:
         return (f"[trial {t['trial'] + 1}/{total}] {params} -> valid {self.metric.lower()} {t['valid_score']:.4f} "
                 f"({t['epochs']} epochs{best}, {t['time_s']:.0f} s{cut})")
 
+    def defaults_run(self):
+        """The model's current defaults (this command's settings without the searched values, the trials'
+        seed) as a finished run of a comparison (``<results>/runs/``) or a published one
+        (``<results>/published/``): ``(path, its record)``, or None when neither holds it."""
+        key = run_key(build_config(self.model, self.dataset, self.config_files, self.overrides))
+        prefix = f"{self.model}-{self.dataset}-seed{self.seed}-"
+        for folder in (self.dir.parent / "runs", self.dir.parent / "published"):
+            path = stored_run(folder, prefix, key)
+            if path is not None:
+                return path, json.loads(path.read_text())
+        return None
+
+    def verdict(self, best):
+        """One line on the best trial against the model's current defaults, for the log and best.yaml."""
+        defaults = self.defaults_run()
+        target = f"properties/dataset/{self.dataset}/{self.model}.yaml"
+        if defaults is None:
+            return (f"The model's current defaults have no finished run with seed {self.seed} in "
+                    f"{shown_path(self.dir.parent / 'runs')} or {shown_path(self.dir.parent / 'published')} "
+                    f"(python run_s4rec.py --dataset={self.dataset} --model={self.model} --seeds={self.seed} trains "
+                    f"one): compare on validation before copying this to {target}"), None
+        path, record = defaults
+        score = record["best_valid_score"]
+        cut = ", cut short by time_limit" if record.get("stopped") == "time_limit" else ""
+        seen = f"the model's current defaults (validation {self.metric} {score:.4f}, {shown_path(path)}{cut})"
+        summary = {"run": str(shown_path(path)), "valid_score": score, "stopped": record.get("stopped")}
+        if (best["valid_score"] > score) if self.bigger else (best["valid_score"] < score):
+            return f"It beats {seen}: to make it the default here, copy it to {target}", summary
+        return f"It does not beat {seen}: keep the defaults", summary
+
     # -- outputs ---------------------------------------------------------------------------------------
     def write_outputs(self, history, log=print, total=None):
         """``trials.csv``, ``best.yaml``, ``best.json``; prints the table sorted by the validation metric.
@@ -324,6 +356,7 @@ class Study:
         if best is None:
             log("no trial finished; nothing selected")
             return None
+        verdict, defaults = self.verdict(best)
         settings = {k: v for k, v in self.overrides.items() if k not in _LOCATION_KEYS and k != "seed"}
         settings.update(best["params"])
         header = (f"# Best of {len(ok)} trials ({self.algo} search over {self.space_file}) for {self.model} on "
@@ -331,18 +364,18 @@ class Study:
                   f"{best['trial'] + 1}). Test of this trial: "
                   + ", ".join(f"{k} {v:.4f}" for k, v in best["test"].items())
                   + f".\n# Use: python run_s4rec.py --dataset={self.dataset} --model={self.model} "
-                  f"--config_files={shown_path(self.dir / 'best.yaml')}\n# The search does not train the "
-                  f"model's current defaults: only if this beats them on validation, make it the default here by "
-                  f"copying it to properties/dataset/{self.dataset}/{self.model}.yaml\n")
+                  f"--config_files={shown_path(self.dir / 'best.yaml')}\n# {verdict}\n")
         atomic_write_text(self.dir / "best.yaml", header + yaml.safe_dump(plain(settings), sort_keys=False))
         summary = {"model": self.model, "dataset": self.dataset, "algo": self.algo, "space_file": self.space_file,
                    "valid_metric": self.metric, "best_trial": best["trial"], "params": best["params"],
                    "valid": best["valid"], "test": best["test"], "checkpoint": best["checkpoint"],
                    "settings": plain(settings), "n_trials": len(history), "n_failed": len(failed),
-                   "not_run": missing}
+                   "not_run": missing,
+                   "defaults": defaults}
         atomic_write_text(self.dir / "best.json", json.dumps(summary, indent=2) + "\n")
         log(f"chosen: trial {best['trial'] + 1} (validation {self.metric} {best['valid_score']:.4f}); its test: "
             + ", ".join(f"{k} {v:.4f}" for k, v in best["test"].items()))
+        log(verdict)
         log(f"wrote {self.dir / 'best.yaml'}, {self.dir / 'trials.csv'}, {self.dir / 'best.json'}")
         return summary
 

@@ -97,6 +97,32 @@ def test_each_tpe_trial_is_drawn_from_the_trials_before_it(tmp_path, tiny_data_p
         study.params_at(1, trials)
 
 
+def test_best_trial_is_compared_with_the_defaults_run(tiny_data_path, tmp_path):
+    from s4rec_recbole.compare import load_or_run
+
+    res, over = tmp_path / "res", tiny_overrides(tiny_data_path, tmp_path)
+    space = space_file(tmp_path, "n_layers: {choice: [1, 3]}\n")
+
+    def outputs():  # the search's trials are done after the first call: later calls only rewrite the outputs
+        T.tune(space, "SASRec", "tiny", algo="grid", overrides=over, results_dir=res, log=lambda *a: None)
+        folder = next(res.glob("tune-SASRec-tiny-grid-*"))
+        return (folder / "best.yaml").read_text().splitlines()[3], json.loads((folder / "best.json").read_text())
+
+    line, best = outputs()
+    assert "have no finished run with seed 2020" in line and "--seeds=2020" in line and best["defaults"] is None
+    # the defaults (2 layers here), trained and stored as a comparison does
+    run = load_or_run("SASRec", "tiny", 2020, (), over, res / "runs", log=lambda *a: None)
+    path = next((res / "runs").glob("SASRec-tiny-seed2020-*.json"))
+    line, best = outputs()
+    assert best["defaults"]["valid_score"] == run["best_valid_score"] and best["defaults"]["run"].endswith(path.name)
+    for score, verdict in ((0.0, "# It beats the model's current defaults"),
+                           (1.0, "# It does not beat the model's current defaults")):
+        path.write_text(json.dumps(dict(run, best_valid_score=score)))
+        line, best = outputs()
+        assert line.startswith(verdict) and f"{score:.4f}" in line and best["defaults"]["valid_score"] == score
+    assert line.endswith("keep the defaults")
+
+
 @pytest.mark.parametrize("algo", ["grid", "random", "tpe"])
 def test_three_trial_search(tiny_data_path, tmp_path, algo, capsys):
     text = "n_layers: {choice: [1, 2, 3]}\n" if algo == "grid" else \
@@ -115,8 +141,6 @@ def test_three_trial_search(tiny_data_path, tmp_path, algo, capsys):
     assert best["params"] == chosen["params"] and best["test"] == chosen["test"]
     settings = yaml.safe_load((study_dir / "best.yaml").read_text())
     assert {k: settings[k] for k in chosen["params"]} == chosen["params"] and "data_path" not in settings
-    # the header does not present the best trial as better than defaults the search never trained
-    assert "does not train the model's current defaults" in (study_dir / "best.yaml").read_text()
     rows = (study_dir / "trials.csv").read_text().splitlines()
     assert len(rows) == 4 and "test" not in rows[0]
     # progress lines show validation only; the test of the chosen trial comes once, at the end
