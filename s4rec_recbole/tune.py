@@ -288,11 +288,11 @@ class Study:
         return (f"[trial {t['trial'] + 1}/{total}] {params} -> valid {self.metric.lower()} {t['valid_score']:.4f} "
                 f"({t['epochs']} epochs{best}, {t['time_s']:.0f} s{cut})")
 
-    def defaults_run(self):
-        """The model's current defaults (this command's settings without the searched values, the trials'
-        seed) as a finished run of a comparison (``<results>/runs/``) or a published one
+    def defaults_run(self, config):
+        """The model's current defaults (``config``: this command's settings without the searched values, the
+        trials' seed) as a finished run of a comparison (``<results>/runs/``) or a published one
         (``<results>/published/``): ``(path, its record)``, or None when neither holds it."""
-        key = run_key(build_config(self.model, self.dataset, self.config_files, self.overrides))
+        key = run_key(config)
         prefix = f"{self.model}-{self.dataset}-seed{self.seed}-"
         for folder in (self.dir.parent / "runs", self.dir.parent / "published"):
             path = stored_run(folder, prefix, key)
@@ -301,9 +301,13 @@ class Study:
         return None
 
     def verdict(self, best):
-        """One line on the best trial against the model's current defaults, for the log and best.yaml."""
-        defaults = self.defaults_run()
+        """One line on the ``best`` trial against the model's current defaults, for the log and best.yaml, and
+        the defaults' run found (its path, validation score and why it stopped) or None."""
         target = f"properties/dataset/{self.dataset}/{self.model}.yaml"
+        config = build_config(self.model, self.dataset, self.config_files, self.overrides)
+        if all(config[k] == v for k, v in best["params"].items()):
+            return "It is the model's current default here: its values are what the settings give already", None
+        defaults = self.defaults_run(config)
         if defaults is None:
             return (f"The model's current defaults have no finished run with seed {self.seed} in "
                     f"{shown_path(self.dir.parent / 'runs')} or {shown_path(self.dir.parent / 'published')} "

@@ -121,6 +121,10 @@ def test_best_trial_is_compared_with_the_defaults_run(tiny_data_path, tmp_path):
         line, best = outputs()
         assert line.startswith(verdict) and f"{score:.4f}" in line and best["defaults"]["valid_score"] == score
     assert line.endswith("keep the defaults")
+    # a best trial whose values are the defaults' (SASRec's 2 layers) is not compared with itself
+    study = T.Study(space, "SASRec", "tiny", "grid", overrides=over, results_dir=res)
+    assert study.verdict({"params": {"n_layers": 2}, "valid_score": 0.0}) == \
+        ("It is the model's current default here: its values are what the settings give already", None)
 
 
 @pytest.mark.parametrize("algo", ["grid", "random", "tpe"])
