@@ -205,6 +205,9 @@ class Study:
         self.space = load_space(space_file, model, dataset, self.config_files, self.overrides)
         self.grid = grid(self.space, f"search space {space_file}") if algo == "grid" else None
         config = build_config(model, dataset, self.config_files, self.overrides)
+        # the model's current defaults (this command's settings without the searched values): the searched keys'
+        # values and the run key a comparison would store them under
+        self.defaults, self.defaults_key = {k: config[k] for k in self.space}, run_key(config)
         self.seed, self.metric = config["seed"], config["valid_metric"]
         self.bigger = bool(config["valid_metric_bigger"])
         fixed = {k: v for k, v in self.overrides.items() if k not in _LOCATION_KEYS}
@@ -288,14 +291,13 @@ class Study:
         return (f"[trial {t['trial'] + 1}/{total}] {params} -> valid {self.metric.lower()} {t['valid_score']:.4f} "
                 f"({t['epochs']} epochs{best}, {t['time_s']:.0f} s{cut})")
 
-    def defaults_run(self, config):
-        """The model's current defaults (``config``: this command's settings without the searched values, the
-        trials' seed) as a finished run of a comparison (``<results>/runs/``) or a published one
-        (``<results>/published/``): ``(path, its record)``, or None when neither holds it."""
-        key = run_key(config)
+    def defaults_run(self):
+        """The model's current defaults, with the trials' seed, as a finished run of a comparison
+        (``<results>/runs/``) or a published one (``<results>/published/``): ``(path, its record)``, or None
+        when neither holds it."""
         prefix = f"{self.model}-{self.dataset}-seed{self.seed}-"
         for folder in (self.dir.parent / "runs", self.dir.parent / "published"):
-            path = stored_run(folder, prefix, key)
+            path = stored_run(folder, prefix, self.defaults_key)
             if path is not None:
                 return path, json.loads(path.read_text())
         return None
@@ -304,10 +306,9 @@ class Study:
         """One line on the ``best`` trial against the model's current defaults, for the log and best.yaml, and
         the defaults' run found (its path, validation score and why it stopped) or None."""
         target = f"properties/dataset/{self.dataset}/{self.model}.yaml"
-        config = build_config(self.model, self.dataset, self.config_files, self.overrides)
-        if all(config[k] == v for k, v in best["params"].items()):
+        if best["params"] == self.defaults:
             return "It is the model's current default here: its values are what the settings give already", None
-        defaults = self.defaults_run(config)
+        defaults = self.defaults_run()
         if defaults is None:
             return (f"The model's current defaults have no finished run with seed {self.seed} in "
                     f"{shown_path(self.dir.parent / 'runs')} or {shown_path(self.dir.parent / 'published')} "
