@@ -3,7 +3,8 @@
 #
 #   benchmarks/reproduce.sh main       S4Rec vs SASRec on Beauty, history masked (the paper's protocol): RecBole's
 #                                      untuned SASRec (SASRec-recbole) and the tuned one, Beauty's SASRec default
-#   benchmarks/reproduce.sh baselines  + CL4SRec, ICLRec, S4Rec-kmeans on Beauty
+#   benchmarks/reproduce.sh baselines  + CL4SRec, ICLRec, S4Rec-kmeans on Beauty: ICLRec both tuned (its Beauty default)
+#                                      and with its defaults (properties/model/ICLRec.yaml)
 #   benchmarks/reproduce.sh unmasked   the same models under RecBole's protocol (history not masked)
 #   benchmarks/reproduce.sh ablation   Table 3 on Beauty: SR, SR+CSD, without CSD, without the adversary, K-means
 #   benchmarks/reproduce.sh ksweep     S4Rec with K = 32 ... 512 prototypes on Beauty (then: python benchmarks/plot_sweep.py
@@ -37,14 +38,18 @@ FIVE=S4Rec,SASRec,CL4SRec,ICLRec,S4Rec-kmeans
 # where properties/dataset/<dataset>/SASRec.yaml makes a tuned SASRec the default (Beauty, Sports), RecBole's untuned
 # SASRec too, as the README's tables show both
 SIX=S4Rec,SASRec-recbole,SASRec,CL4SRec,ICLRec,S4Rec-kmeans
+# ICLRec's own defaults where properties/dataset/<dataset>/ICLRec.yaml makes a tuned ICLRec the default (Beauty)
+ICLREC_DEFAULTS=(--model=ICLRec --n_layers=2 --attn_dropout_prob=0.5 --learning_rate=0.001)
 run() { echo "+ python run_s4rec.py $*"; python run_s4rec.py "$@"; }
 
 case "$part" in
   tune) for m in SASRec CL4SRec ICLRec S4Rec; do
           run --tune=properties/hyper/SASRec.yaml --model=$m --dataset=amazon-beauty --algo=random --max_trials=4 "$@"; done ;;
   main) run --dataset=amazon-beauty --model=S4Rec,SASRec-recbole,SASRec --seeds="$SEEDS" "$@" ;;
-  baselines) run --dataset=amazon-beauty --model=$SIX --seeds="$SEEDS" "$@" ;;
-  unmasked) run --dataset=amazon-beauty --model=$SIX --seeds="$SEEDS" --mask_history=False "$@" ;;
+  baselines) run --dataset=amazon-beauty --model=$SIX --seeds="$SEEDS" "$@"
+             run --dataset=amazon-beauty "${ICLREC_DEFAULTS[@]}" --seeds="$SEEDS" "$@" ;;
+  unmasked) run --dataset=amazon-beauty --model=$SIX --seeds="$SEEDS" --mask_history=False "$@"
+            run --dataset=amazon-beauty "${ICLREC_DEFAULTS[@]}" --seeds="$SEEDS" --mask_history=False "$@" ;;
   ablation) run --dataset=amazon-beauty --model=S4Rec,S4Rec-SR,S4Rec-SR+CSD,S4Rec-noCSD,S4Rec-noadv,S4Rec-kmeans \
               --seeds="$SEEDS" "$@" ;;
   samples) run --dataset=amazon-beauty --model=S4Rec-SR,S4Rec --seeds="$SEEDS" --train_samples=sequence \

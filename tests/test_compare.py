@@ -204,8 +204,9 @@ def test_run_key_ignores_settings_that_leave_a_run_as_before(tiny_data_path, tmp
     assert cmp.stored_run(runs, "S4Rec-tiny-seed1-", key("S4Rec", aux_warmup=2)) is None
 
 
-# RecBole's default SASRec, the published runs made before a tuned SASRec became the dataset's default
-# (properties/dataset/<dataset>/SASRec.yaml): the README's flags that restore RecBole's defaults
+# RecBole's default SASRec (ICLRec's defaults, properties/model/ICLRec.yaml, are the same), the published runs made
+# before a tuned model became the dataset's default (properties/dataset/<dataset>/<model>.yaml): the README's flags
+# that restore the defaults
 RECBOLE_SASREC = {"n_layers": 2, "attn_dropout_prob": 0.5, "learning_rate": 0.001}
 
 
@@ -236,6 +237,8 @@ def test_sasrec_recbole_variant_trains_under_its_name(tiny_data_path, tmp_path):
     ("S4Rec", "amazon-sports-outdoors", 2021, "5b54420181", {}),
     ("CL4SRec", "amazon-beauty", 2020, "3c938d669a", {}),
     ("ICLRec", "amazon-sports-outdoors", 2020, "34dbd14024", {}),
+    ("ICLRec", "amazon-beauty", 2021, "214ae59cd9", RECBOLE_SASREC),
+    ("ICLRec", "amazon-beauty", 2020, "4f329ba719", {}),    # the search's trial 2, shipped as the tuned default
     ("SASRec", "amazon-beauty", 2021, "af24622a0c", {}),
     ("SASRec", "amazon-beauty", 2021, "0d26e2392e", RECBOLE_SASREC),
     ("SASRec", "amazon-sports-outdoors", 2022, "e214d3993d", RECBOLE_SASREC),

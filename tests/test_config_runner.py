@@ -222,9 +222,22 @@ def test_shipped_model_dataset_files_are_valid_and_applied(path, tmp_path):
         assert cfg[key] == value
     base = build_config(model, "tiny", overrides=over)
     assert any(base[key] != value for key, value in settings.items()), f"{path} changes nothing"
-    other = "SASRec" if model != "SASRec" else "S4Rec"
+    other = next(m for m in ("S4Rec", "CL4SRec", "SASRec") if not (path.parent / f"{m}.yaml").is_file())
     other_cfg = build_config(other, dataset, overrides=over)
     assert any(other_cfg[key] != value for key, value in settings.items() if key in other_cfg)
+
+
+@pytest.mark.parametrize("path", MODEL_DATASET_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_shipped_model_dataset_files_are_a_published_search_best(path):
+    """A model's tuned settings on a dataset are those of the best trial of its published search there, as the
+    file's comment says (results/published/tune-<model>-<dataset>-*/best.yaml), so the README can cite it."""
+    from s4rec_recbole.config import read_yaml
+
+    model, dataset = path.stem, path.parent.name
+    searches = sorted((REPO / "results" / "published").glob(f"tune-{model}-{dataset}-*/best.yaml"))
+    assert searches, f"{path}: no published search of {model} on {dataset}"
+    assert read_yaml(path) in [read_yaml(best) for best in searches]
+    assert any(best.parent.name in path.read_text() for best in searches)
 
 
 def test_evaluate_a_checkpoint_under_the_other_protocol(tiny_data_path, tmp_path, capsys):
