@@ -223,6 +223,17 @@ def test_sasrec_recbole_variant_is_the_published_untuned_sasrec(dataset, seed, k
     assert build_config("SASRec-recbole", dataset, overrides={"n_layers": 3})["n_layers"] == 3
 
 
+@pytest.mark.parametrize("model", ["CL4SRec", "S4Rec", "S4Rec-kmeans"])
+def test_untuned_flags_leave_the_other_models_runs_alone(model):
+    """The flags that give ICLRec (and SASRec) their own defaults back on Beauty are the other plugin models'
+    defaults: added to a comparison, they do not change those models' runs."""
+    from s4rec_recbole.runner import build_config
+
+    plain = build_config(model, "amazon-beauty", overrides={"seed": 2020})
+    assert cmp.run_key(build_config(model, "amazon-beauty", overrides={"seed": 2020, **RECBOLE_SASREC})) == \
+        cmp.run_key(plain)
+
+
 def test_sasrec_recbole_variant_trains_under_its_name(tiny_data_path, tmp_path):
     from s4rec_recbole.runner import run
 
