@@ -250,6 +250,7 @@ def test_sasrec_recbole_variant_trains_under_its_name(tiny_data_path, tmp_path):
     ("ICLRec", "amazon-sports-outdoors", 2020, "34dbd14024", {}),
     ("ICLRec", "amazon-beauty", 2021, "214ae59cd9", RECBOLE_SASREC),
     ("ICLRec", "amazon-beauty", 2020, "4f329ba719", {}),    # the search's trial 2, shipped as the tuned default
+    ("ICLRec", "amazon-beauty", 2022, "da8dd9cf50", {}),    # the tuned default's seed 2022
     ("SASRec", "amazon-beauty", 2021, "af24622a0c", {}),
     ("SASRec", "amazon-beauty", 2021, "0d26e2392e", RECBOLE_SASREC),
     ("SASRec", "amazon-sports-outdoors", 2022, "e214d3993d", RECBOLE_SASREC),
