@@ -268,7 +268,8 @@ def test_published_default_runs_keep_their_key(model, dataset, seed, key, flags)
     from s4rec_recbole.runner import build_config
 
     prefix = "" if flags.get("mask_history", True) else "unmasked-"    # a run trained under RecBole's protocol
-    stored = json.loads((REPO / "results" / "published" / f"{prefix}{model}-{dataset}-seed{seed}-{key}.json").read_text())
+    stored = REPO / "results" / "published" / f"{prefix}{model}-{dataset}-seed{seed}-{key}.json"
+    stored = json.loads(stored.read_text())
     assert cmp.run_key(stored["config"]) == key
     assert cmp.run_key(build_config(model, dataset, overrides={"seed": seed, **flags})) == key
     if flags:  # the flags matter: without them the command asks for the tuned default, another run
