@@ -260,8 +260,9 @@ def test_sasrec_recbole_variant_trains_under_its_name(tiny_data_path, tmp_path):
     ("SASRec", "amazon-beauty", 2020, "5e84653b80", {**RECBOLE_SASREC, "mask_history": False}),
     ("SASRec", "amazon-beauty", 2022, "61fc1ce805", {**RECBOLE_SASREC, "mask_history": False})])
 def test_published_default_runs_keep_their_key(model, dataset, seed, key, flags):
-    """A run made with no flags but --model/--dataset/--seeds (and, for a model whose dataset default changed
-    since, the flags the README gives to repeat it) is still the run that the same command asks for: a setting
+    """A run made with no flags but --model/--dataset/--seeds (and the flags the README gives to repeat it: for a
+    model whose dataset default changed since, its old defaults; for a run selected under RecBole's protocol,
+    --mask_history=False) is still the run that the same command asks for: a setting
     added to the project must not change the key of the runs recorded before it."""
     import json
 
@@ -273,7 +274,7 @@ def test_published_default_runs_keep_their_key(model, dataset, seed, key, flags)
     stored = json.loads(stored.read_text())
     assert cmp.run_key(stored["config"]) == key
     assert cmp.run_key(build_config(model, dataset, overrides={"seed": seed, **flags})) == key
-    if flags:  # the flags matter: without them the command asks for the tuned default, another run
+    if flags:  # the flags matter: without them the command asks for another run (the tuned default, or masked)
         assert cmp.run_key(build_config(model, dataset, overrides={"seed": seed})) != key
 
 
