@@ -257,6 +257,7 @@ def test_sasrec_recbole_variant_trains_under_its_name(tiny_data_path, tmp_path):
     ("SASRec", "amazon-sports-outdoors", 2022, "f7f795845e", {}),
     ("S4Rec-kmeans", "amazon-sports-outdoors", 2022, "d8269d5249", {}),
     ("S4Rec", "amazon-beauty", 2020, "6c747ea57a", {"mask_history": False}),    # selected on unmasked validation
+    ("S4Rec", "amazon-beauty", 2022, "329c08ab45", {"mask_history": False}),
     ("SASRec", "amazon-beauty", 2020, "5e84653b80", {**RECBOLE_SASREC, "mask_history": False}),
     ("SASRec", "amazon-beauty", 2022, "61fc1ce805", {**RECBOLE_SASREC, "mask_history": False})])
 def test_published_default_runs_keep_their_key(model, dataset, seed, key, flags):
