@@ -112,6 +112,13 @@ def publish_search(folder):
     return target
 
 
+def published_name(name, protocol):
+    """The file name under ``results/published/`` of the run file ``name`` whose ``protocol`` is given: ``unmasked-``
+    in front for a run under RecBole's protocol (history not masked)."""
+    unmasked = (protocol or {}).get("mask_history") is False
+    return "unmasked-" + name if unmasked and not name.startswith("unmasked-") else name
+
+
 def main(paths):
     if not paths:
         print(__doc__.strip().splitlines()[2])
@@ -130,8 +137,7 @@ def main(paths):
         except (OSError, ValueError) as e:
             print(f"error: {p}: cannot read a result JSON ({e})", file=sys.stderr)
             return 2
-        unmasked = (result.get("protocol") or {}).get("mask_history") is False
-        target = OUT / ("unmasked-" + p.name if unmasked and not p.name.startswith("unmasked-") else p.name)
+        target = OUT / published_name(p.name, result.get("protocol"))
         atomic_write_text(target, json.dumps(slim(result), indent=1) + "\n")
         print(f"{p} -> {target} ({target.stat().st_size // 1024} KB)")
         if (result.get("per_user") or {}).get("rank"):
