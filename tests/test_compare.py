@@ -259,13 +259,14 @@ def test_sasrec_recbole_variant_trains_under_its_name(tiny_data_path, tmp_path):
     ("S4Rec-kmeans", "amazon-sports-outdoors", 2022, "d8269d5249", {}),
     ("S4Rec", "amazon-beauty", 2020, "6c747ea57a", {"mask_history": False}),    # selected on unmasked validation
     ("S4Rec", "amazon-beauty", 2022, "329c08ab45", {"mask_history": False}),
+    ("S4Rec", "amazon-beauty", 2021, "c8fcd93cb1", {"n_clusters": 32}),    # the K sweep
     ("SASRec", "amazon-beauty", 2020, "5e84653b80", {**RECBOLE_SASREC, "mask_history": False}),
     ("SASRec", "amazon-beauty", 2022, "61fc1ce805", {**RECBOLE_SASREC, "mask_history": False})])
 def test_published_default_runs_keep_their_key(model, dataset, seed, key, flags):
     """A run made with no flags but --model/--dataset/--seeds (and the flags the README gives to repeat it: for a
     model whose dataset default changed since, its old defaults; for a run selected under RecBole's protocol,
-    --mask_history=False) is still the run that the same command asks for: a setting
-    added to the project must not change the key of the runs recorded before it."""
+    --mask_history=False; for a K-sweep run, its --n_clusters) is still the run that the same command asks for: a
+    setting added to the project must not change the key of the runs recorded before it."""
     import json
 
     from conftest import REPO
@@ -278,7 +279,7 @@ def test_published_default_runs_keep_their_key(model, dataset, seed, key, flags)
     stored = json.loads((REPO / "results" / "published" / name).read_text())
     assert cmp.run_key(stored["config"]) == key
     assert cmp.run_key(build_config(model, dataset, overrides={"seed": seed, **flags})) == key
-    if flags:  # the flags matter: without them the command asks for another run (the tuned default, or masked)
+    if flags:  # the flags matter: without them the command asks for another run (the tuned default, masked, or K = 128)
         assert cmp.run_key(build_config(model, dataset, overrides={"seed": seed})) != key
 
 
