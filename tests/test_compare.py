@@ -245,6 +245,9 @@ def test_sasrec_recbole_variant_trains_under_its_name(tiny_data_path, tmp_path):
     assert [p.name.startswith("SASRec-recbole-tiny-") for p in (tmp_path / "res").glob("*.json")] == [True]
 
 
+ML1M_SEQUENCE = {"train_samples": "sequence", "train_batch_size": 256, "epochs": 2000, "stopping_step": 40}
+
+
 @pytest.mark.parametrize("model, dataset, seed, key, flags", [
     ("S4Rec", "amazon-sports-outdoors", 2021, "5b54420181", {}),
     ("CL4SRec", "amazon-beauty", 2020, "3c938d669a", {}),
@@ -260,13 +263,16 @@ def test_sasrec_recbole_variant_trains_under_its_name(tiny_data_path, tmp_path):
     ("S4Rec", "amazon-beauty", 2020, "6c747ea57a", {"mask_history": False}),    # selected on unmasked validation
     ("S4Rec", "amazon-beauty", 2022, "329c08ab45", {"mask_history": False}),
     ("S4Rec", "amazon-beauty", 2021, "c8fcd93cb1", {"n_clusters": 32}),    # the K sweep
+    ("S4Rec-SR", "ml-1m", 2020, "4b289b976a", ML1M_SEQUENCE),    # ML-1M on the CPU, whole sequences
+    ("S4Rec", "ml-1m", 2020, "e2d495a598", ML1M_SEQUENCE),
     ("SASRec", "amazon-beauty", 2020, "5e84653b80", {**RECBOLE_SASREC, "mask_history": False}),
     ("SASRec", "amazon-beauty", 2022, "61fc1ce805", {**RECBOLE_SASREC, "mask_history": False})])
 def test_published_default_runs_keep_their_key(model, dataset, seed, key, flags):
     """A run made with no flags but --model/--dataset/--seeds (and the flags the README gives to repeat it: for a
     model whose dataset default changed since, its old defaults; for a run selected under RecBole's protocol,
-    --mask_history=False; for a K-sweep run, its --n_clusters) is still the run that the same command asks for: a
-    setting added to the project must not change the key of the runs recorded before it."""
+    --mask_history=False; for a K-sweep run, its --n_clusters; for ML-1M on the CPU, its whole-sequence flags) is
+    still the run that the same command asks for: a setting added to the project must not change the key of the runs
+    recorded before it."""
     import json
 
     from conftest import REPO
@@ -279,7 +285,8 @@ def test_published_default_runs_keep_their_key(model, dataset, seed, key, flags)
     stored = json.loads((REPO / "results" / "published" / name).read_text())
     assert cmp.run_key(stored["config"]) == key
     assert cmp.run_key(build_config(model, dataset, overrides={"seed": seed, **flags})) == key
-    if flags:  # the flags matter: without them the command asks for another run (the tuned default, masked, or K = 128)
+    # the flags matter: without them the command asks for another run (the tuned default, masked, K = 128, prefixes)
+    if flags:
         assert cmp.run_key(build_config(model, dataset, overrides={"seed": seed})) != key
 
 
