@@ -16,8 +16,8 @@ from recbole.utils import logger as recbole_logger
 
 from s4rec_recbole.config import DATASET_DIR, ConfigError, S4RecConfig, parse_value
 from s4rec_recbole.data import DataError, prepare_dataset
-from s4rec_recbole.data.loader import (TRAIN_SAMPLES, BucketedTrainDataLoader, SortedFullSortEvalDataLoader,
-                                       TrimmedTrainDataLoader, trims)
+from s4rec_recbole.data.loader import (PREFIX_LENGTH_FIELD, TRAIN_SAMPLES, BucketedTrainDataLoader,
+                                       SortedFullSortEvalDataLoader, TrimmedTrainDataLoader, prefix_lengths, trims)
 from s4rec_recbole.recommend import RecommendError
 from s4rec_recbole.model import build_model, default_model, resolve_model, split_variant
 from s4rec_recbole.trainer import (best_epoch, hardware, load_project_checkpoint, S4RecTrainer, history_matrices,
@@ -125,6 +125,8 @@ def prepare_data(config):
         bucketed = config["length_bucket_pool"] or samples == "sequence"
         loader = BucketedTrainDataLoader if bucketed else TrimmedTrainDataLoader
         train_data = loader(config, train_data._dataset, train_data._sampler, shuffle=True)
+    if plugin:  # the head/tail adversary labels a sample by its own length, which item_length caps
+        train_data._dataset.inter_feat[PREFIX_LENGTH_FIELD] = prefix_lengths(train_data._dataset)
     valid_data.history_matrix, test_data.history_matrix = history_matrices(train_data, valid_data)
     return dataset, train_data, valid_data, test_data
 

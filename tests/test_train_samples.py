@@ -116,3 +116,40 @@ def test_kmeans_clusters_the_samples_that_training_sees(tiny_data_path, monkeypa
     cfg, train = loaders(tiny_data_path, model="ICLRec", train_samples="sequence", n_clusters=n_users + 1)
     with pytest.raises(ConfigError, match=rf"n_clusters={n_users + 1}: expected an integer in"):
         cfg.model_class(cfg, train._dataset)
+
+
+def test_prefix_lengths_are_each_samples_own_uncapped_length(tiny_data_path):
+    from s4rec_recbole.data.loader import PREFIX_LENGTH_FIELD, prefix_lengths
+
+    _, train = loaders(tiny_data_path, MAX_ITEM_LIST_LENGTH=5)
+    feat = train._dataset.inter_feat
+    own = prefix_lengths(train._dataset)
+    assert torch.equal(own, feat["timestamp"].long())  # the tiny data's time is the item's position in the user's line
+    assert own.max() > 5 and torch.equal(own.clamp(max=5), feat["item_length"].long())
+    assert torch.equal(feat[PREFIX_LENGTH_FIELD], own)  # added by prepare_data for the plugin models
+    assert torch.equal(own[last_samples(train._dataset)], torch.bincount(feat["user_id"])[feat["user_id"].unique()])
+
+
+def test_prefix_lengths_refuse_samples_that_are_not_prefixes(tiny_data_path):
+    from s4rec_recbole.data.loader import prefix_lengths
+
+    _, train = loaders(tiny_data_path)
+    train._dataset.inter_feat["item_length"][0] += 1
+    with pytest.raises(ValueError, match="not each user's prefixes"):
+        prefix_lengths(train._dataset)
+
+
+def test_adversary_labels_read_the_uncapped_length(tiny_data_path):
+    """With a head threshold above MAX_ITEM_LIST_LENGTH the capped input length would call every sample tail."""
+    from s4rec_recbole.data.loader import PREFIX_LENGTH_FIELD
+
+    cfg, train = loaders(tiny_data_path, model="S4Rec", MAX_ITEM_LIST_LENGTH=3, n_clusters=8)
+    model = cfg.model_class(cfg, train._dataset)
+    assert model.head_min_length > 3
+    batch = next(iter(train))
+    is_head = model.own_lengths(batch) >= model.head_min_length
+    assert torch.equal(model.own_lengths(batch), batch[PREFIX_LENGTH_FIELD])
+    assert is_head.any() and not is_head.all() and not (batch["item_length"] >= model.head_min_length).any()
+    del batch.interaction[PREFIX_LENGTH_FIELD]
+    with pytest.raises(ValueError, match="exceeds MAX_ITEM_LIST_LENGTH=3"):
+        model.calculate_loss(batch)

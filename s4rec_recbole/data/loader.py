@@ -18,6 +18,9 @@ has a next-item target (the way SASRec's and ICLRec's own code train), instead o
 prefix. The batches then always come from :class:`LengthBucketBatchSampler` (pool 1 when bucketing is off:
 uniformly random batches, only sorted inside).
 
+Each training sample also carries its own, uncapped length (:func:`prefix_lengths`, field ``prefix_length``):
+``item_length`` stops at ``MAX_ITEM_LIST_LENGTH``, and S4Rec's head/tail adversary labels a sample by its own length.
+
 Evaluation (:class:`SortedFullSortEvalDataLoader`) ranks the users in order of sequence length, so each batch
 of ``eval_batch_size`` users is cut to a width close to its users' own lengths; every user's scores are those of
 RecBole's loader (up to float rounding) and the metrics, averages over users, do not depend on the order.
@@ -36,6 +39,8 @@ from recbole.data.dataloader import FullSortEvalDataLoader, TrainDataLoader
 TRIM_SAFE_MODELS = ("SASRec", "GRU4Rec", "NARM", "SRGNN", "GCSAN")
 # train_samples: RecBole's one sample per prefix of each training sequence, or one whole sequence per user
 TRAIN_SAMPLES = ("prefix", "sequence")
+# field added to the training samples: each sample's own length, uncapped (``item_length`` stops at the longest input)
+PREFIX_LENGTH_FIELD = "prefix_length"
 
 
 def trims(config):
@@ -53,18 +58,42 @@ def trim_lists(interaction, config):
     return interaction
 
 
-def last_samples(dataset):
-    """``[U]`` row of each user's last training sample (its whole training sequence), in user order. Rows are
-    ordered by the target's time (``TIME_FIELD``) where the data has one, else by their order in the data."""
+def _user_time_order(dataset):
+    """``(order [N], first [N])``: the training rows sorted by user, then by the target's time (``TIME_FIELD``)
+    where the data has one, else by their order in the data; ``first`` marks each user's first row in that order."""
     uid = dataset.inter_feat[dataset.uid_field].numpy()
     time_field = dataset.time_field
     if time_field and time_field in dataset.inter_feat:
         order = np.lexsort((dataset.inter_feat[time_field].numpy(), uid))
     else:
         order = np.argsort(uid, kind="stable")
-    last = np.ones(len(order), dtype=bool)
-    last[:-1] = uid[order][1:] != uid[order][:-1]
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = uid[order][1:] != uid[order][:-1]
+    return order, first
+
+
+def last_samples(dataset):
+    """``[U]`` row of each user's last training sample (its whole training sequence), in user order."""
+    order, first = _user_time_order(dataset)
+    last = np.append(first[1:], True)[:len(order)]
     return torch.from_numpy(order[last])
+
+
+def prefix_lengths(dataset):
+    """``[N]`` own length of each training sample: the number of items before its target in the user's training
+    sequence. RecBole's ``item_length`` caps it at ``MAX_ITEM_LIST_LENGTH``; a user's samples are the prefixes of
+    lengths 1, 2, ... in time order. Raises :class:`ValueError` when the capped lengths disagree with that."""
+    order, first = _user_time_order(dataset)
+    position = np.arange(len(order))
+    rank = position - np.maximum.accumulate(np.where(first, position, 0))
+    lengths = np.empty(len(order), dtype=np.int64)
+    lengths[order] = rank + 1
+    lengths = torch.from_numpy(lengths)
+    capped = dataset.inter_feat[dataset.config["ITEM_LIST_LENGTH_FIELD"]]
+    if not torch.equal(lengths.clamp(max=dataset.config["MAX_ITEM_LIST_LENGTH"]), capped.long()):
+        raise ValueError("training samples are not each user's prefixes of lengths 1, 2, ... in time order: "
+                         "cannot tell a sample's own length")
+    return lengths
 
 
 class LengthBucketBatchSampler:

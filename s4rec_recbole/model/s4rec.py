@@ -10,6 +10,7 @@ Loss: ``L = L_SR + alpha*L_clust + beta1*L_scl + beta2*L_ckd + lambda*L_adv``, r
 import torch
 import torch.nn.functional as F
 
+from s4rec_recbole.data.loader import PREFIX_LENGTH_FIELD
 from s4rec_recbole.layers import LengthAdversary, PrototypeLayer, distill_kl, head_threshold, info_nce, sinkhorn, swav_loss
 from s4rec_recbole.model import register
 from s4rec_recbole.model.base import ContrastiveSASRec, check_contrastive_batch, choice, number, training_lengths
@@ -81,8 +82,19 @@ class S4Rec(ContrastiveSASRec):
                 ckd = self.beta2 * (distill_kl(teacher, z1, self.tau3, self.ckd_space)
                                     + distill_kl(teacher, z2, self.tau3, self.ckd_space))
         if self.lmd > 0:
-            adv = self.lmd * self.adversary.loss(z, item_seq_len >= self.head_min_length)
+            adv = self.lmd * self.adversary.loss(z, self.own_lengths(interaction) >= self.head_min_length)
         return self.scaled(rec, clust, scl, ckd, adv)
+
+    def own_lengths(self, interaction):
+        """``[B]`` each sample's own length, uncapped: the loader's ``prefix_length`` field, else the input length
+        (``item_length`` is capped at ``MAX_ITEM_LIST_LENGTH``, enough when the head threshold is below the cap)."""
+        if PREFIX_LENGTH_FIELD in interaction:
+            return interaction[PREFIX_LENGTH_FIELD]
+        if self.head_min_length > self.max_seq_length:
+            raise ValueError(f"head/tail labels: the head threshold ({self.head_min_length} items) exceeds "
+                             f"MAX_ITEM_LIST_LENGTH={self.max_seq_length} and the batch has no {PREFIX_LENGTH_FIELD!r} "
+                             "field (added by run_s4rec's data preparation)")
+        return interaction[self.ITEM_SEQ_LEN]
 
     def nearest_prototype(self, z):
         """``[B]`` index of the most cosine-similar cluster representative of each embedding ``z`` ``[B, d]``."""
