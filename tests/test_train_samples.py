@@ -131,11 +131,12 @@ def test_prefix_lengths_are_each_samples_own_uncapped_length(tiny_data_path):
 
 
 def test_prefix_lengths_refuse_samples_that_are_not_prefixes(tiny_data_path):
+    from s4rec_recbole.data import DataError
     from s4rec_recbole.data.loader import prefix_lengths
 
     _, train = loaders(tiny_data_path)
     train._dataset.inter_feat["item_length"][0] += 1
-    with pytest.raises(ValueError, match="not each user's prefixes"):
+    with pytest.raises(DataError, match="'tiny': its training samples are not each user's prefixes"):
         prefix_lengths(train._dataset)
 
 

@@ -34,6 +34,8 @@ import numpy as np
 import torch
 from recbole.data.dataloader import FullSortEvalDataLoader, TrainDataLoader
 
+from s4rec_recbole.data.prepare import DataError
+
 # RecBole models whose forward pass gives exactly the same output on a batch cut to its longest sequence
 # (tests/test_loader.py); e.g. STAMP, LightSANs, SHAN, NPE do not (padding embeddings or fixed-length layers).
 TRIM_SAFE_MODELS = ("SASRec", "GRU4Rec", "NARM", "SRGNN", "GCSAN")
@@ -82,7 +84,7 @@ def last_samples(dataset):
 def prefix_lengths(dataset):
     """``[N]`` own length of each training sample: the number of items before its target in the user's training
     sequence. RecBole's ``item_length`` caps it at ``MAX_ITEM_LIST_LENGTH``; a user's samples are the prefixes of
-    lengths 1, 2, ... in time order. Raises :class:`ValueError` when the capped lengths disagree with that."""
+    lengths 1, 2, ... in time order. Raises :class:`DataError` when the capped lengths disagree with that."""
     order, first = _user_time_order(dataset)
     position = np.arange(len(order))
     rank = position - np.maximum.accumulate(np.where(first, position, 0))
@@ -91,8 +93,8 @@ def prefix_lengths(dataset):
     lengths = torch.from_numpy(lengths)
     capped = dataset.inter_feat[dataset.config["ITEM_LIST_LENGTH_FIELD"]]
     if not torch.equal(lengths.clamp(max=dataset.config["MAX_ITEM_LIST_LENGTH"]), capped.long()):
-        raise ValueError("training samples are not each user's prefixes of lengths 1, 2, ... in time order: "
-                         "cannot tell a sample's own length")
+        raise DataError(f"dataset {dataset.dataset_name!r}: its training samples are not each user's prefixes of "
+                        "lengths 1, 2, ... in time order, so a sample's own length is unknown")
     return lengths
 
 
