@@ -265,6 +265,7 @@ ML1M_SEQUENCE = {"train_samples": "sequence", "train_batch_size": 256, "epochs":
     ("S4Rec", "amazon-beauty", 2021, "c8fcd93cb1", {"n_clusters": 32}),    # the K sweep
     ("S4Rec-SR", "ml-1m", 2020, "4b289b976a", ML1M_SEQUENCE),    # ML-1M on the CPU, whole sequences (no adversary)
     ("S4Rec", "ml-1m", 2020, "04787cf80e", {**ML1M_SEQUENCE, "sim": "cos", "tau2": 0.1}),    # labels fixed, cosine
+    ("S4Rec", "ml-1m", 2020, "b1ab23ad9c", {**ML1M_SEQUENCE, "seq_pooling": "mean", "sim": "cos", "tau2": 0.1}),
     ("SASRec", "amazon-beauty", 2020, "5e84653b80", {**RECBOLE_SASREC, "mask_history": False}),
     ("SASRec", "amazon-beauty", 2022, "61fc1ce805", {**RECBOLE_SASREC, "mask_history": False})])
 def test_published_default_runs_keep_their_key(model, dataset, seed, key, flags):
