@@ -2,7 +2,8 @@
 
 Precedence (lowest first), as RecBole's: RecBole's own defaults < ``properties/overall.yaml`` <
 ``properties/model/<model>.yaml`` < ``properties/dataset/<dataset>.yaml`` (every model on that dataset) <
-``properties/dataset/<dataset>/<model>.yaml`` (one model on that dataset, e.g. its tuned hyperparameters) <
+``properties/dataset/<dataset>/<model>.yaml`` (one model on that dataset, e.g. its tuned hyperparameters; a
+variant's own ``<variant>.yaml`` there replaces it) <
 user config files < ``config_dict`` (the runner's ``--key=value`` overrides).
 """
 import ast
@@ -76,11 +77,15 @@ def project_files(model_name: str, dataset: str):
     return [f for f in files if f.is_file()]
 
 
-def model_dataset_files(model_name: str, dataset: str):
+def model_dataset_files(model_name: str, dataset: str, variant: str = None):
     """``properties/dataset/<dataset>/<model>.yaml`` if it exists: one model's settings on one dataset (its tuned
-    hyperparameters). Applied after the defaults and checked as a user's file (every key must be a known one)."""
-    f = PROPERTIES / "dataset" / dataset / f"{model_name}.yaml"
-    return [f] if f.is_file() else []
+    hyperparameters). For a variant (``S4Rec-SR``) its own ``<variant>.yaml`` there, if it exists, replaces the
+    model's. Applied after the defaults and checked as a user's file (every key must be a known one)."""
+    for name in ([variant] if variant else []) + [model_name]:
+        f = PROPERTIES / "dataset" / dataset / f"{name}.yaml"
+        if f.is_file():
+            return [f]
+    return []
 
 
 class S4RecConfig(Config):
@@ -91,11 +96,12 @@ class S4RecConfig(Config):
         dataset: dataset name.
         config_file_list: user YAML files, applied after the project's own.
         config_dict: overrides, applied last.
+        variant: the variant name the model runs as (``S4Rec-SR``), for its own per-dataset file.
     """
 
-    def __init__(self, model, dataset, config_file_list=None, config_dict=None):
+    def __init__(self, model, dataset, config_file_list=None, config_dict=None, variant=None):
         name = model if isinstance(model, str) else model.__name__
-        user_files = model_dataset_files(name, dataset) + [Path(f) for f in (config_file_list or [])]
+        user_files = model_dataset_files(name, dataset, variant) + [Path(f) for f in (config_file_list or [])]
         own = project_files(name, dataset)
         user_keys = {}
         for f in user_files:

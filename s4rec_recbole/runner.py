@@ -101,8 +101,8 @@ def build_config(model, dataset, config_files=(), overrides=None):
     settings = {} if not isinstance(model, str) else split_variant(model)[1]
     overrides = dict(settings, **(overrides or {}))
     overrides.setdefault("data_path", str(DATASET_DIR))
-    return S4RecConfig(model=resolve_model(model), dataset=dataset,
-                       config_file_list=list(config_files), config_dict=overrides)
+    return S4RecConfig(model=resolve_model(model), dataset=dataset, config_file_list=list(config_files),
+                       config_dict=overrides, variant=model if settings else None)
 
 
 def prepare_data(config):

@@ -206,14 +206,29 @@ def test_shipped_dataset_files_are_valid_for_every_model(path, tmp_path):
 MODEL_DATASET_FILES = sorted((REPO / "properties" / "dataset").glob("*/*.yaml"))
 
 
+def test_a_variant_file_replaces_its_models_file(tmp_path):
+    """On ML-1M, S4Rec's file (whole sequences, mean pooling, cosine) applies to its variants, but S4Rec-SR has its
+    own (whole sequences only), which replaces S4Rec's rather than adding to it; the variant's settings stay on top."""
+    over = {"data_path": str(tmp_path)}
+    noadv, sr = build_config("S4Rec-noadv", "ml-1m", overrides=over), build_config("S4Rec-SR", "ml-1m", overrides=over)
+    assert (noadv["train_samples"], noadv["seq_pooling"], noadv["sim"], noadv["lambda"]) == ("sequence", "mean", "cos", 0)
+    assert (sr["train_samples"], sr["seq_pooling"], sr["sim"], sr["tau2"]) == ("sequence", "last", "dot", 1.0)
+    assert sr["alpha"] == sr["beta1"] == sr["beta2"] == sr["lambda"] == 0
+    # a variant with no file of its own on a dataset takes the model's, and none on a dataset with neither
+    assert build_config("S4Rec-kmeans", "ml-1m", overrides=over)["seq_pooling"] == "mean"
+    assert build_config("S4Rec-SR", "amazon-beauty", overrides=over)["train_samples"] == "prefix"
+
+
 @pytest.mark.parametrize("path", MODEL_DATASET_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_shipped_model_dataset_files_are_valid_and_applied(path, tmp_path):
     """properties/dataset/<dataset>/<model>.yaml: a known model and dataset, known keys in range, applied to
     that model on that dataset only."""
     from s4rec_recbole.config import read_yaml
 
+    from s4rec_recbole.data.prepare import KNOWN_DATASETS
+
     model, dataset = path.stem, path.parent.name
-    assert (REPO / "properties" / "dataset" / f"{dataset}.yaml").is_file(), f"{path}: no dataset {dataset}"
+    assert dataset in KNOWN_DATASETS, f"{path}: no dataset {dataset}"
     settings = read_yaml(path)
     assert settings, f"{path} is empty"
     over = {"data_path": str(tmp_path)}
@@ -228,16 +243,24 @@ def test_shipped_model_dataset_files_are_valid_and_applied(path, tmp_path):
 
 
 @pytest.mark.parametrize("path", MODEL_DATASET_FILES, ids=lambda p: f"{p.parent.name}/{p.stem}")
-def test_shipped_model_dataset_files_are_a_published_search_best(path):
-    """A model's tuned settings on a dataset are those of the best trial of its published search there, as the
-    file's comment says (results/published/tune-<model>-<dataset>-*/best.yaml), so the README can cite it."""
+def test_shipped_model_dataset_files_are_published_results(path):
+    """A model's settings on a dataset are those of a published result that the file's comment names, so the
+    README can cite it: the best trial of its search there (results/published/tune-<model>-<dataset>-*/best.yaml)
+    or a published run of that model there whose configuration has every setting of the file."""
+    import json
+
     from s4rec_recbole.config import read_yaml
 
     model, dataset = path.stem, path.parent.name
-    searches = sorted((REPO / "results" / "published").glob(f"tune-{model}-{dataset}-*/best.yaml"))
-    assert searches, f"{path}: no published search of {model} on {dataset}"
-    assert read_yaml(path) in [read_yaml(best) for best in searches]
-    assert any(best.parent.name in path.read_text() for best in searches)
+    settings, text, published = read_yaml(path), path.read_text(), REPO / "results" / "published"
+    searches = [best for best in sorted(published.glob(f"tune-{model}-{dataset}-*/best.yaml"))
+                if best.parent.name in text]
+    records = [r for r in sorted(published.glob(f"{model}-{dataset}-seed*.json")) if r.name in text]
+    assert searches or records, f"{path}: names no published search or run of {model} on {dataset}"
+    assert all(read_yaml(best) == settings for best in searches)
+    for record in records:
+        config = json.loads(record.read_text())["config"]
+        assert {k: config.get(k) for k in settings} == settings, record.name
 
 
 def test_evaluate_a_checkpoint_under_the_other_protocol(tiny_data_path, tmp_path, capsys):
