@@ -270,8 +270,8 @@ def test_published_default_runs_keep_their_key(model, dataset, seed, key, flags)
     """A run made with no flags but --model/--dataset/--seeds (and the flags the README gives to repeat it: for a
     model whose dataset default changed since, its old defaults; for a run selected under RecBole's protocol,
     --mask_history=False; for a K-sweep run, its --n_clusters; for an ML-1M run, the flags that differ from the ML-1M
-    defaults) is still the run that the same command asks for: a setting added to the project must not change the key of the runs
-    recorded before it."""
+    defaults) is still the run that the same command asks for: a setting added to the project must not change the key
+    of the runs recorded before it."""
     import json
 
     from conftest import REPO

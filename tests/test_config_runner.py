@@ -224,7 +224,6 @@ def test_shipped_model_dataset_files_are_valid_and_applied(path, tmp_path):
     """properties/dataset/<dataset>/<model>.yaml: a known model and dataset, known keys in range, applied to
     that model on that dataset only."""
     from s4rec_recbole.config import read_yaml
-
     from s4rec_recbole.data.prepare import KNOWN_DATASETS
 
     model, dataset = path.stem, path.parent.name
