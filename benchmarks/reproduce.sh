@@ -39,7 +39,8 @@ SEEDS=${SEEDS:-2020,2021,2022}
 # ML-1M: S4Rec-SR (SASRec's loss on S4Rec's code path, which trains on whole sequences) for SASRec; CL4SRec has no
 # ML-1M default yet, so its whole-sequence settings and mean pooling are given here
 ML1M=S4Rec,S4Rec-SR,ICLRec,S4Rec-kmeans
-CL4SREC_ML1M=(--model=CL4SRec --train_samples=sequence --train_batch_size=256 --epochs=2000 --stopping_step=40 --seq_pooling=mean)
+CL4SREC_ML1M=(--model=CL4SRec --train_samples=sequence --train_batch_size=256 --epochs=2000 --stopping_step=40
+              --seq_pooling=mean)
 # where properties/dataset/<dataset>/SASRec.yaml makes a tuned SASRec the default (Beauty, Sports), RecBole's untuned
 # SASRec too, as the README's tables show both
 SIX=S4Rec,SASRec-recbole,SASRec,CL4SRec,ICLRec,S4Rec-kmeans
