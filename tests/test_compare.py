@@ -266,6 +266,7 @@ def test_sasrec_recbole_variant_trains_under_its_name(tiny_data_path, tmp_path):
     ("ICLRec", "ml-1m", 2020, "652b240a2f", {}),
     ("CL4SRec", "ml-1m", 2020, "eb820ba95d", {}),    # mean pooling
     ("S4Rec-noadv", "ml-1m", 2020, "3121d41b02", {}),    # S4Rec's ML-1M defaults, lambda = 0
+    ("S4Rec-kmeans", "ml-1m", 2020, "0cd9d6fd83", {}),    # S4Rec's ML-1M defaults, per-epoch K-means
     ("SASRec", "amazon-beauty", 2020, "5e84653b80", {**RECBOLE_SASREC, "mask_history": False}),
     ("SASRec", "amazon-beauty", 2022, "61fc1ce805", {**RECBOLE_SASREC, "mask_history": False})])
 def test_published_default_runs_keep_their_key(model, dataset, seed, key, flags):
