@@ -261,6 +261,7 @@ def test_sasrec_recbole_variant_trains_under_its_name(tiny_data_path, tmp_path):
     ("S4Rec", "amazon-beauty", 2022, "329c08ab45", {"mask_history": False}),
     ("S4Rec", "amazon-beauty", 2021, "c8fcd93cb1", {"n_clusters": 32}),    # the K sweep
     ("S4Rec-SR", "ml-1m", 2020, "4b289b976a", {}),    # ML-1M on the CPU, whole sequences: the ML-1M defaults
+    ("S4Rec-SR", "ml-1m", 2021, "cba99b2810", {}),
     ("S4Rec", "ml-1m", 2020, "b1ab23ad9c", {}),    # mean pooling, cosine contrast at 0.1
     ("S4Rec", "ml-1m", 2020, "04787cf80e", {"seq_pooling": "last"}),    # labels fixed, cosine, last position
     ("ICLRec", "ml-1m", 2020, "652b240a2f", {}),
